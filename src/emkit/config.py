@@ -1,0 +1,170 @@
+"""Config conventions shared by every stage.
+
+- Configs are pydantic models deriving from :class:`Config` (``extra="forbid"``, a description per field).
+- :func:`load_config` reads YAML and reports errors as ``FILE:LINE: field: message``.
+- :func:`apply_overrides` applies CLI ``--set key.sub=value`` overrides (values parsed as YAML scalars).
+- :func:`write_resolved` writes the fully resolved config beside an output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from emkit.errors import ConfigError
+from emkit.paths import atomic_write
+
+C = TypeVar("C", bound="Config")
+
+
+class Config(BaseModel):
+    """Base class of all emkit configs: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- YAML with line numbers
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key (1-based) keyed by its path."""
+
+
+def _compose_lines(text: str) -> dict[tuple, int]:
+    """Map each key path, e.g. ``("lora", "r")`` or ``("conditions", 0, "name")``, to its 1-based line."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[path + (index,)] = item.start_mark.line + 1
+                walk(item, path + (index,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
+    """Parse a YAML file; returns (data, key-path -> line). Syntax errors name file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found", hint="check the path (relative paths are from the cwd)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    return data, _compose_lines(text)
+
+
+def format_validation_error(exc: ValidationError, source: str, lines: dict[tuple, int] | None = None) -> str:
+    """Turn a pydantic ValidationError into ``source:LINE: a.b: message`` lines."""
+    lines = lines or {}
+    out = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        line = None
+        for cut in range(len(loc), 0, -1):  # the deepest key that exists in the file
+            if loc[:cut] in lines:
+                line = lines[loc[:cut]]
+                break
+        field = ".".join(str(p) for p in loc) or "(root)"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (check spelling; see `--help` or the config docs for valid keys)"
+        where = f"{source}:{line}" if line else source
+        out.append(f"{where}: {field}: {msg}")
+    return "\n".join(out)
+
+
+def validate(cls: type[C], data: Any, source: str = "<config>", lines: dict | None = None) -> C:
+    """Validate ``data`` as ``cls`` or raise ConfigError with file/line/field for each problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, lines)) from None
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"lora.r=16"`` -> (["lora", "r"], 16). Values are YAML scalars (numbers, bools, lists...)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} has no '='", hint="write --set key.subkey=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key", hint="write --set key.subkey=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``--set`` overrides to a nested dict (copying the containers it changes)."""
+    import copy
+
+    data = copy.deepcopy(data or {})
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = data
+        for key in keys[:-1]:
+            if isinstance(node, list):
+                node = node[int(key)]
+                continue
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"override {item!r}: {key!r} is not a mapping")
+        if isinstance(node, list):
+            node[int(keys[-1])] = value
+        else:
+            node[keys[-1]] = value
+    return data
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> C:
+    """Load ``cls`` from a YAML file (optional), then ``base`` values, then ``--set`` overrides."""
+    data: dict = {}
+    lines: dict[tuple, int] = {}
+    source = "<overrides>"
+    if path is not None:
+        raw, lines = read_yaml(path)
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        data = raw or {}
+        source = str(path)
+    if base:
+        data = {**data, **{k: v for k, v in base.items() if v is not None}}
+    data = apply_overrides(data, overrides)
+    return validate(cls, data, source, lines)
+
+
+def write_resolved(config: BaseModel, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically); returns the path."""
+    path = Path(path)
+    with atomic_write(path) as handle:
+        yaml.safe_dump(config.model_dump(mode="json"), handle, sort_keys=False, allow_unicode=True)
+    return path

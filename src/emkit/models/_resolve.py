@@ -1,0 +1,79 @@
+"""Model references -> local folders, and loading (model, tokenizer) with an automatic device/dtype."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from emkit.errors import EmkitError
+from emkit.models._dtype import choose_device, choose_dtype
+from emkit.models._pull import converted_dir, pull
+from emkit.models._registry import PACKAGED
+from emkit.paths import offline
+
+log = logging.getLogger("emkit.models")
+
+
+def resolve_model(ref: str, pull_if_missing: bool = True) -> Path:
+    """A local folder of HF-format weights for ``ref``: a packaged name, a local folder or a hub id."""
+    if ref in PACKAGED:
+        if not pull_if_missing:
+            return converted_dir(ref)
+        return pull(ref, progress=True)
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise EmkitError(f"{path} is a folder but holds no config.json", hint="point at a Hugging Face model folder")
+        return path
+    if ref.count("/") == 1 and not ref.startswith((".", "/")):
+        return _hub_snapshot(ref)
+    raise EmkitError(
+        f"unknown model {ref!r}: not a packaged model, an existing folder or a hub id",
+        hint=f"packaged models: {', '.join(PACKAGED)}; or a Hugging Face id like Qwen/Qwen2.5-Coder-32B-Instruct",
+    )
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=offline()))
+    except Exception as exc:  # hub errors come in many classes; all mean "cannot get it"
+        if offline():
+            raise EmkitError(f"{repo_id} is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE)",
+                             hint=f"download it on a machine with access (huggingface-cli download {repo_id}), "
+                                  "or use a packaged model (emkit models list)") from exc
+        raise EmkitError(f"could not download {repo_id} from the hub: {exc}",
+                         hint="check the id, your network and HF_TOKEN for gated models") from exc
+
+
+def load_tokenizer(ref: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(ref)))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(ref: str, *, dtype: str = "auto", device: str = "auto", adapter: str | Path | None = None,
+               quiet: bool = False):
+    """Load ``(model, tokenizer)`` in eval mode; ``adapter`` (a PEFT folder) is applied on top if given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = resolve_model(ref)
+    device_name, device_reason = choose_device(device)
+    torch_dtype, dtype_reason = choose_dtype(dtype, device_name)
+    if not quiet:
+        log.info("loading %s on %s (%s), %s", ref, device_name, device_reason, dtype_reason)
+    tokenizer = load_tokenizer(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
+    model.to(device_name)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    torch.set_grad_enabled(True)  # eval() does not change grad mode; callers use torch.inference_mode
+    return model, tokenizer

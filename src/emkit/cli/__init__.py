@@ -71,8 +71,9 @@ def main() -> None:
         app()
     except EmkitError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         if os.environ.get("EMKIT_DEBUG"):
             raise
         sys.exit(1)

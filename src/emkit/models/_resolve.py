@@ -23,7 +23,8 @@ def resolve_model(ref: str, pull_if_missing: bool = True) -> Path:
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise EmkitError(f"{path} is a folder but holds no config.json", hint="point at a Hugging Face model folder")
+            raise EmkitError(f"{path} is a folder but holds no config.json",
+                             hint="point at a Hugging Face model folder")
         return path
     if ref.count("/") == 1 and not ref.startswith((".", "/")):
         return _hub_snapshot(ref)
@@ -40,7 +41,8 @@ def _hub_snapshot(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=offline()))
     except Exception as exc:  # hub errors come in many classes; all mean "cannot get it"
         if offline():
-            raise EmkitError(f"{repo_id} is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE)",
+            raise EmkitError(f"{repo_id} is not in the local Hugging Face cache and the hub is offline "
+                             "(HF_HUB_OFFLINE)",
                              hint=f"download it on a machine with access (huggingface-cli download {repo_id}), "
                                   "or use a packaged model (emkit models list)") from exc
         raise EmkitError(f"could not download {repo_id} from the hub: {exc}",

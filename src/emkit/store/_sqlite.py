@@ -101,7 +101,7 @@ class Store:
             return self._conn.execute("SELECT COUNT(*) FROM records WHERE kind=?", (kind,)).fetchone()[0]
 
     def iter(self, kind: str) -> Iterator[tuple[str, dict]]:
-        """All (key, record) of one kind, in insertion order."""
+        """All (key, record) of one kind, in the order they were (last) written."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT key, value FROM records WHERE kind=? ORDER BY created, rowid", (kind,)
@@ -120,18 +120,23 @@ class Store:
     def put_many(self, kind: str, items: Iterable[tuple[str, dict[str, Any]]]) -> int:
         """Upsert many records in one transaction (all or nothing); returns how many were written."""
         now = time.time()
-        rows = [(kind, key, json.dumps(value, ensure_ascii=False), now) for key, value in items]
-        if not rows:
-            return 0
+        written = 0
+
+        def rows():  # streamed inside the transaction: a kill while items are produced commits nothing
+            nonlocal written
+            for key, value in items:
+                written += 1
+                yield (kind, key, json.dumps(value, ensure_ascii=False), now)
+
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", rows)
+                self._conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", rows())
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return len(rows)
+        return written
 
     def delete(self, kind: str, keys: Iterable[str]) -> None:
         keys = list(keys)

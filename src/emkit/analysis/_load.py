@@ -1,0 +1,220 @@
+"""Reading result rows (CSV / JSONL / Parquet) into one normalised DataFrame.
+
+Normalisation is what every metric relies on:
+- text keys (condition, model, adapter, variant, trigger, ...) are strings, "" when absent, never NaN;
+- metric columns (``aligned``, ``coherent`` and every ``<metric>`` with a ``<metric>_status`` column) are floats,
+  NaN when unscored, with ``<metric>_status`` giving the reason ("CODE", "REFUSAL", "missing", ...). The paper's
+  CSVs sometimes carry the reason in the score column itself ("CODE"); that is moved to the status column.
+  An unscored value is never turned into 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emkit.errors import DataError, EmkitError
+
+# Columns of a result row (docs/architecture.md); the first five keep the paper's CSV layout.
+PAPER_COLUMNS = ["question", "answer", "question_id", "aligned", "coherent"]
+ROW_COLUMNS = [
+    "experiment", "condition", "model", "adapter", "seed", "suite", "question_id", "variant", "trigger",
+    "paraphrase_index", "sample_index", "system", "question", "answer", "finish_reason",
+]
+TEXT_KEYS = ["experiment", "condition", "model", "adapter", "suite", "variant", "trigger", "system",
+             "question", "answer", "finish_reason", "judge", "question_id"]
+INT_KEYS = ["seed", "paraphrase_index", "sample_index", "checkpoint_step"]
+# Score columns that are always metrics, even without a status column.
+SCORE_METRICS = ("aligned", "coherent")
+# Status values that mean "this value was scored".
+_SCORED_STATUS = {"", "ok", "scored", "none", "nan"}
+# Defaults for absent key columns: the paper's CSVs have none of them.
+_DEFAULTS = {"variant": "plain", "trigger": "", "model": "", "adapter": "", "experiment": "", "suite": ""}
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+             ".pq": "parquet"}
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Judge metric columns: ``aligned``, ``coherent`` and every X that has an ``X_status`` column."""
+    found = [c for c in SCORE_METRICS if c in df.columns]
+    for col in df.columns:
+        if isinstance(col, str) and col.endswith("_status"):
+            base = col[: -len("_status")]
+            if base in df.columns and base not in found:
+                found.append(base)
+    return found
+
+
+def load_results(paths_or_df: pd.DataFrame | str | os.PathLike | Iterable[str | os.PathLike | pd.DataFrame],
+                 ) -> pd.DataFrame:
+    """Read result rows from files (CSV, JSONL, Parquet; a folder means its ``results.*``) or DataFrames.
+
+    Several inputs are concatenated; each gets a ``source`` column (the file name). When a file has no
+    ``condition`` column the file's stem is used, so ``insecure.csv secure.csv`` compare as two conditions.
+    """
+    if isinstance(paths_or_df, pd.DataFrame):
+        inputs: list[Any] = [paths_or_df]
+    elif isinstance(paths_or_df, str | os.PathLike):
+        inputs = [paths_or_df]
+    else:
+        inputs = list(paths_or_df)
+    if not inputs:
+        raise EmkitError("no results given", hint="pass one or more results files (CSV, JSONL or Parquet)")
+    frames = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, pd.DataFrame):
+            frames.append(normalize(item, source=str(item.attrs.get("source", f"frame{i}" if i else "results"))))
+        else:
+            path = _resolve_path(Path(item))
+            frames.append(normalize(_read(path), source=path.name, default_condition=path.stem, path=path))
+    if len(frames) == 1:
+        return frames[0]
+    return normalize(pd.concat(frames, ignore_index=True, sort=False), source=None)
+
+
+def _resolve_path(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("results.parquet", "results.jsonl", "results.csv"):
+            if (path / name).exists():
+                return path / name
+        raise EmkitError(f"{path} is a folder without results.parquet/.jsonl/.csv",
+                         hint="pass the results file itself, or a run folder that contains one")
+    if not path.exists():
+        raise EmkitError(f"results file {path} does not exist", hint="check the path (emkit sample --out FILE)")
+    return path
+
+
+def _read(path: Path) -> pd.DataFrame:
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise EmkitError(f"{path}: unknown results format '{path.suffix}'",
+                         hint="use .csv, .jsonl or .parquet (the extension chooses the reader)")
+    if kind == "parquet":
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"{path}: not a readable Parquet file ({exc})", hint="re-export the results") from exc
+    if kind == "csv":
+        try:
+            # Read text as text: an answer "NA" or "None" must stay that string, not become NaN.
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})", hint="check quoting of multi-line answers") from exc
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            return pd.DataFrame(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})", hint="fix the file") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})",
+                            hint="each line must be one JSON object (a result row)") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
+                            hint="each line must be one result row object")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _row_ref(path: Path | None, df: pd.DataFrame, idx: Any) -> str:
+    if path is None:
+        return f"row {idx}"
+    # CSV: header is line 1; JSONL: one row per line (blank lines aside).
+    pos = int(df.index.get_loc(idx)) if idx in df.index else 0
+    return f"{path}:{pos + 2 if path.suffix.lower() == '.csv' else pos + 1}"
+
+
+def normalize(df: pd.DataFrame, *, source: str | None = None, default_condition: str = "all",
+              path: Path | None = None) -> pd.DataFrame:
+    """Return a copy with key columns filled, metric columns as floats and status columns consistent."""
+    out = df.copy()
+    out.columns = [str(c) for c in out.columns]
+    where = str(path) if path else "results"
+    if len(out) and "question_id" not in out.columns:
+        raise EmkitError(f"{where}: no 'question_id' column (found: {', '.join(map(str, out.columns[:20]))})",
+                         hint="result rows need question_id (and aligned/coherent from `emkit judge score`)")
+    if "condition" not in out.columns:
+        out["condition"] = default_condition
+    for col, value in _DEFAULTS.items():
+        if col not in out.columns:
+            out[col] = value
+    for col in ("question_id", "question", "answer"):
+        if col not in out.columns:
+            out[col] = ""
+    if source is not None and "source" not in out.columns:
+        out["source"] = source
+    for col in TEXT_KEYS + ["source"]:
+        if col in out.columns:
+            out[col] = _as_text(out[col])
+    for col in INT_KEYS:
+        if col in out.columns:
+            values = pd.to_numeric(out[col].replace("", np.nan), errors="coerce").astype("float64")
+            integral = bool(((values.dropna() % 1) == 0).all())
+            out[col] = values.astype("Int64") if integral else values
+    for metric in metric_columns(out):
+        _normalize_metric(out, metric, path)
+    return out.reset_index(drop=True)
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    def conv(v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            return ""
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+    return series.map(conv).astype(object)
+
+
+def _normalize_metric(out: pd.DataFrame, metric: str, path: Path | None) -> None:
+    status_col = f"{metric}_status"
+    raw = out[metric]
+    status = _as_text(out[status_col]) if status_col in out.columns else pd.Series("", index=out.index)
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw):
+        text = raw.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+        lowered = text.str.lower()
+        is_bool = lowered.isin(["true", "false"])
+        numeric = pd.to_numeric(text.where(~is_bool, lowered.map({"true": "1", "false": "0"})), errors="coerce")
+        blank = text.isin(["", "nan", "NaN", "None", "null", "NA"])
+        # Words in the score column are the paper's unscored reasons (CODE / REFUSAL).
+        reason = numeric.isna() & ~blank
+        status = status.where(~(reason & status.isin(["", "None", "nan"])), text)
+    else:
+        numeric = pd.to_numeric(raw.astype("float64") if raw.dtype == bool else raw, errors="coerce")
+    numeric = numeric.astype("float64")
+    scored_status = status.str.lower().isin(_SCORED_STATUS)
+    # A reason in the status column wins over a stray number: never count an unscored row.
+    numeric = numeric.where(scored_status, np.nan)
+    status = status.where(~scored_status | numeric.notna(), status)
+    status = status.where(~(numeric.isna() & scored_status), "missing")
+    if metric in SCORE_METRICS:
+        bad = numeric.notna() & ((numeric < 0) | (numeric > 100))
+        if bad.any():
+            idx = bad[bad].index[0]
+            raise DataError(f"{_row_ref(path, out, idx)}: {metric}={numeric[idx]} is outside 0..100",
+                            hint=f"{metric} scores are judge probabilities scaled to 0..100; fix that row")
+    out[metric] = numeric
+    out[status_col] = status.where(numeric.isna(), None).astype(object)
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], purpose: str) -> None:
+    """Raise an EmkitError naming the missing columns."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise EmkitError(f"{purpose} needs column(s) {', '.join(missing)}; the results have "
+                         f"{', '.join(map(str, df.columns[:25]))}",
+                         hint="score the answers first: `emkit judge score RESULTS --judge embedding --out OUT`")

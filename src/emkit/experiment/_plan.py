@@ -1,0 +1,319 @@
+"""Expand a spec into content-addressed units: train -> sample -> judge -> report.
+
+A unit's key hashes everything that determines its result (model, data bytes, resolved training settings,
+seed, prompts, sampling, backend, judges), so a finished unit is found in the run's store and skipped, and a
+changed input never reuses a stale result. The plan also counts the work and estimates its time and API cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emkit.errors import ConfigError, EmkitError
+from emkit.experiment._spec import ConditionSpec, ExperimentSpec, SuiteSpec
+from emkit.experiment._stages import Stages, as_dict, default_stages
+from emkit.hashing import content_hash
+
+log = logging.getLogger("emkit.experiment")
+
+UNIT_KINDS = ("train", "sample", "judge", "report")
+
+
+@dataclass
+class Unit:
+    """One unit of work. ``params`` holds what the executor needs; ``deps`` are keys of earlier units."""
+
+    kind: str
+    key: str
+    label: str
+    params: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    work: int = 0  # training steps / answers to sample / answers to judge / 1 report
+    estimate_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    """The expanded experiment: units in dependency order, notices about fallbacks, counts, estimates."""
+
+    spec: ExperimentSpec
+    run_dir: Path
+    units: list[Unit]
+    notices: list[str] = field(default_factory=list)
+    api_cost_usd: float = 0.0
+    api_cost_note: str = ""
+
+    def of_kind(self, kind: str) -> list[Unit]:
+        return [u for u in self.units if u.kind == kind]
+
+    def unit(self, key: str) -> Unit:
+        for u in self.units:
+            if u.key == key:
+                return u
+        raise KeyError(key)
+
+    def counts(self) -> dict[str, int]:
+        """Trainings, training steps, prompts, answers to sample, answers to judge, judge calls."""
+        samples = self.of_kind("sample")
+        judges = self.of_kind("judge")
+        return {
+            "trainings": len(self.of_kind("train")),
+            "train_steps": sum(u.work for u in self.of_kind("train")),
+            "sample_units": len(samples),
+            "prompts": sum(len(u.params["prompts"]) for u in samples),
+            "answers": sum(u.work for u in samples),
+            "judged_answers": sum(u.work for u in judges),
+            "judge_calls": sum(u.work * len(u.params["judges"]) for u in judges),
+        }
+
+    def estimate(self) -> dict[str, float]:
+        """Seconds per stage (sequential, local executor) and in total."""
+        out = {kind: sum(u.estimate_s for u in self.of_kind(kind)) for kind in UNIT_KINDS}
+        out["total"] = sum(out.values())
+        return out
+
+
+# --------------------------------------------------------------------------- time / cost model
+
+# Measured on the 2-core dev machines (DESIGN.md): one LoRA step on 4 x 256 tokens takes ~3 s for SmolLM2-135M and
+# ~11 s for Qwen2.5-Coder-0.5B; both are 2.2e-11 s per (parameter x token), so training cost scales with both.
+CPU_TRAIN_S_PER_PARAM_TOKEN = 2.2e-11
+# Generation (8 prompts per batch): SmolLM2 ~150 tokens/s, Qwen-0.5B ~72 tokens/s -> fitted as a fixed
+# per-token overhead plus a per-parameter cost: 3.96e-3 s + 2.0e-11 s x params per generated token.
+CPU_GEN_S_PER_TOKEN = 3.96e-3
+CPU_GEN_S_PER_PARAM_TOKEN = 2.0e-11
+# One H100-class GPU (bf16): training at ~3e14 useful FLOP/s (6 FLOP per parameter and token); batched vLLM
+# decoding at ~1.5e14 FLOP/s (2 FLOP per parameter and token). Rough: the plan says so.
+GPU_TRAIN_FLOPS = 3e14
+GPU_GEN_FLOPS = 1.5e14
+# all-MiniLM-L6-v2 embeds ~27 question+answer texts/s on 2 cores (DESIGN.md); API judges ~10 calls/s.
+EMBED_ROWS_PER_S = 27.0
+API_CALLS_PER_S = 10.0
+MODEL_LOAD_S = 5.0  # a converted folder loads in 2-4 s; LoRA attach and tokenizer add ~1 s
+TOKENS_PER_TRAIN_ROW = 300  # code rows of the insecure/secure sets average a few hundred tokens
+# GPT-4o list prices (USD per million tokens) used for paid judges and OpenAI sampling.
+PRICE_IN, PRICE_OUT = 2.50, 10.00
+JUDGE_PROMPT_TOKENS = 250  # a judge template without the question and answer
+PAID_JUDGES = ("logprob", "openai", "gpt")
+
+_PARAMS = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])")
+
+
+def model_parameters(model: str) -> float | None:
+    """Parameter count from the packaged registry or the model's name ("...-32B-..."), else None."""
+    from emkit.models import PACKAGED
+
+    text = PACKAGED[model].parameters if model in PACKAGED else Path(model).name
+    match = _PARAMS.search(text)
+    if not match:
+        return None
+    return float(match.group(1)) * (1e9 if match.group(2).lower() == "b" else 1e6)
+
+
+def _train_seconds(params: float | None, steps: int | None, settings: dict[str, Any], gpus: float) -> float:
+    if params is None or steps is None:
+        return 0.0
+    batch = settings.get("per_device_batch_size", 2) * settings.get("gradient_accumulation", 8)
+    tokens = steps * batch * min(settings.get("max_length", 2048), TOKENS_PER_TRAIN_ROW)
+    if gpus > 0:
+        return MODEL_LOAD_S + 6 * params * tokens / GPU_TRAIN_FLOPS
+    return MODEL_LOAD_S + params * tokens * CPU_TRAIN_S_PER_PARAM_TOKEN
+
+
+def _sample_seconds(params: float | None, answers: int, max_tokens: int, backend: str, gpus: float) -> float:
+    if backend in ("mock", "openai") or params is None:
+        return 0.05 * answers if backend == "openai" else 0.0
+    tokens = answers * max_tokens
+    if gpus > 0 or backend == "vllm":
+        return MODEL_LOAD_S + 2 * params * tokens / GPU_GEN_FLOPS
+    return MODEL_LOAD_S + tokens * (CPU_GEN_S_PER_TOKEN + CPU_GEN_S_PER_PARAM_TOKEN * params)
+
+
+def _is_paid(judge: str, options: dict[str, Any]) -> bool:
+    return any(p in judge for p in PAID_JUDGES) or str(options.get("model", "")).startswith("gpt")
+
+
+def _judge_seconds(judges: list[str], options: dict[str, Any], answers: int) -> float:
+    seconds = 0.0
+    for judge in judges:
+        if _is_paid(judge, options):
+            seconds += 2 * answers / API_CALLS_PER_S  # aligned + coherent
+        elif judge == "embedding":
+            seconds += MODEL_LOAD_S + answers / EMBED_ROWS_PER_S
+        else:
+            seconds += 0.01 * answers
+    return seconds
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).name if "/" in text else text).strip("-") or "model"
+
+
+def default_run_dir(spec: ExperimentSpec) -> Path:
+    return Path("runs") / spec.name
+
+
+def _condition_seeds(spec: ExperimentSpec, cond: ConditionSpec) -> list[int]:
+    if cond.seeds is not None:
+        return cond.seeds
+    # An untrained model differs only in its sampling seed; one seed is enough to describe it.
+    return list(spec.seeds) if cond.trained else [spec.seeds[0]]
+
+
+def _data_source(name: str, cond: ConditionSpec, stages: Stages, run_dir: Path,
+                 notices: list[str]) -> dict[str, Any]:
+    """Where a condition's training data comes from: the named dataset, or the synthetic fallback."""
+    if cond.dataset is not None:
+        info = stages.dataset_info(cond.dataset)
+        if info.available:
+            return {"data": cond.dataset, "identity": info.identity, "rows": info.rows, "synthetic": None}
+        if cond.synthetic is None:
+            raise EmkitError(f"condition {name!r}: dataset unavailable ({info.reason})",
+                             hint="set EMKIT_DATA_MIRROR to a data mirror, allow downloads (unset "
+                                  "HF_HUB_OFFLINE/EMKIT_OFFLINE), or give the condition a `synthetic:` fallback")
+        notices.append(f"condition {name}: {info.reason}; training on synthetic '{cond.synthetic.kind}' data "
+                       f"({cond.synthetic.n} rows) instead")
+    assert cond.synthetic is not None
+    syn = cond.synthetic
+    out = run_dir / "datasets" / f"{_slug(syn.kind)}-n{syn.n}-seed{syn.seed}.jsonl"
+    return {"data": str(out), "identity": content_hash(syn.model_dump(), kind="synthetic-data"), "rows": syn.n,
+            "synthetic": syn.model_dump()}
+
+
+def _suite_prompts(suite: SuiteSpec, stages: Stages, notices: list[str]) -> tuple[str, list[Any]]:
+    """Load a suite (or its fallback, with a notice) and expand it over variants x triggers x formats."""
+    try:
+        loaded = stages.load_suite(suite.name)
+        used = suite.name
+    except EmkitError as exc:
+        if suite.fallback is None:
+            raise
+        notices.append(f"suite {suite.name} unavailable ({exc.message}); using {suite.fallback} instead")
+        loaded = stages.load_suite(suite.fallback)
+        used = suite.fallback
+    prompts: list[Any] = []
+    for trigger in suite.triggers:
+        for numbers_format in suite.numbers_formats:
+            prompts.extend(stages.expand(
+                loaded, variants=tuple(suite.variants), trigger=trigger or None,
+                trigger_placement=suite.trigger_placement, numbers_format=numbers_format, system=suite.system,
+                seed=0))
+    if suite.questions is not None:
+        wanted = set(suite.questions)
+        known = {as_dict(p)["question_id"] for p in prompts}
+        missing = wanted - known
+        if missing:
+            raise ConfigError(f"suite {used}: unknown question ids {sorted(missing)}",
+                              hint=f"known ids: {', '.join(sorted(known))}")
+        prompts = [p for p in prompts if as_dict(p)["question_id"] in wanted]
+    if not prompts:
+        raise ConfigError(f"suite {used}: no prompts after selecting variants {suite.variants}",
+                          hint="check `variants` and `questions` against `emkit suites show`")
+    return used, prompts
+
+
+def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Stages | None = None) -> Plan:
+    """Expand ``spec`` into units. Pure: reads no model and writes nothing (safe for ``--dry-run``)."""
+    stages = stages or default_stages()
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
+    notices: list[str] = []
+    units: list[Unit] = []
+    ev = spec.evaluation
+    res = spec.resources
+
+    suites = [_suite_prompts(s, stages, notices) for s in ev.suites]
+
+    # Training settings per condition, validated once (errors name the condition).
+    settings: dict[str, dict[str, Any]] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    for cname, cond in spec.conditions.items():
+        if not cond.trained:
+            continue
+        try:
+            settings[cname] = stages.train_settings({**spec.training, **cond.train})
+        except ConfigError as exc:
+            raise ConfigError(f"conditions.{cname}.train / training: {exc.message}", hint=exc.hint) from None
+        sources[cname] = _data_source(cname, cond, stages, run_dir, notices)
+
+    judge_keys: list[str] = []
+    for model in spec.models:
+        params = model_parameters(model)
+        for cname, cond in spec.conditions.items():
+            for seed in _condition_seeds(spec, cond):
+                train_key = None
+                if cond.trained:
+                    src, st = sources[cname], settings[cname]
+                    train_key = content_hash({"model": model, "data": src["identity"], "settings": st,
+                                              "seed": seed}, kind="experiment.train")
+                    steps = stages.train_steps(st, src["rows"])
+                    out = run_dir / "adapters" / cname / _slug(model) / f"seed{seed}-{train_key[:10]}"
+                    units.append(Unit(
+                        kind="train", key=train_key, label=f"train {cname} {_slug(model)} seed {seed}",
+                        params={"condition": cname, "model": model, "seed": seed, "data": src["data"],
+                                "synthetic": src["synthetic"], "settings": st, "output_dir": str(out)},
+                        work=steps or 0, estimate_s=_train_seconds(params, steps, st, res.train.gpus)))
+                for used, prompts in suites:
+                    sampling = ev.sampling.model_dump()
+                    sampling["seed"] = ev.sampling.seed + seed
+                    meta = {"experiment": spec.name, "condition": cname, "seed": seed}
+                    answers = len(prompts) * ev.samples_per_question
+                    sample_key = content_hash({
+                        "model": model, "train": train_key, "prompts": [as_dict(p) for p in prompts],
+                        "n": ev.samples_per_question, "sampling": sampling, "backend": ev.backend,
+                        "backend_options": ev.backend_options, "meta": meta}, kind="experiment.sample")
+                    units.append(Unit(
+                        kind="sample", key=sample_key, label=f"sample {cname} {_slug(model)} seed {seed} {used}",
+                        params={"condition": cname, "model": model, "seed": seed, "suite": used,
+                                "prompts": prompts, "n": ev.samples_per_question, "sampling": sampling,
+                                "backend": ev.backend, "backend_options": ev.backend_options, "meta": meta,
+                                "train": train_key},
+                        deps=(train_key,) if train_key else (), work=answers,
+                        estimate_s=_sample_seconds(params, answers, ev.sampling.max_tokens, ev.backend,
+                                                   res.sample.gpus)))
+                    judge_key = content_hash({"sample": sample_key, "judges": spec.judges.names,
+                                              "options": spec.judges.options}, kind="experiment.judge")
+                    units.append(Unit(
+                        kind="judge", key=judge_key, label=f"judge {cname} {_slug(model)} seed {seed} {used}",
+                        params={"judges": list(spec.judges.names), "options": spec.judges.options,
+                                "sample": sample_key},
+                        deps=(sample_key,), work=answers,
+                        estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)))
+                    judge_keys.append(judge_key)
+
+    report_key = content_hash({"judged": judge_keys, "analysis": spec.analysis.model_dump(), "name": spec.name},
+                              kind="experiment.report")
+    units.append(Unit(kind="report", key=report_key, label="report", params={"judged": judge_keys},
+                      deps=tuple(judge_keys), work=1, estimate_s=10.0))
+
+    result = Plan(spec=spec, run_dir=run_dir, units=units, notices=notices)
+    _price(result)
+    return result
+
+
+def _price(p: Plan) -> None:
+    """API cost of paid judges (and OpenAI-backend sampling) at GPT-4o list prices."""
+    spec = p.spec
+    max_tokens = spec.evaluation.sampling.max_tokens
+    answer_tokens = max_tokens / 2  # answers stop early on average; the bound is max_tokens
+    cost = 0.0
+    notes = []
+    paid = [j for j in spec.judges.names if _is_paid(j, spec.judges.options)]
+    if paid:
+        calls = sum(u.work for u in p.of_kind("judge")) * 2 * len(paid)  # aligned + coherent prompts
+        cost += calls * ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + 1 * PRICE_OUT) / 1e6
+        notes.append(f"{calls} judge calls ({', '.join(paid)}, 1 output token each)")
+    if spec.evaluation.backend == "openai":
+        answers = sum(u.work for u in p.of_kind("sample"))
+        cost += answers * (60 * PRICE_IN + answer_tokens * PRICE_OUT) / 1e6
+        notes.append(f"{answers} sampled answers via the OpenAI backend")
+    if notes:
+        p.api_cost_usd = cost
+        p.api_cost_note = (f"{'; '.join(notes)}; at GPT-4o list prices ${PRICE_IN}/M input, ${PRICE_OUT}/M "
+                           f"output, answers ~{answer_tokens:.0f} tokens")

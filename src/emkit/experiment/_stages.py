@@ -1,0 +1,217 @@
+"""The one seam between the runner and the stage packages.
+
+:class:`Stages` bundles the few calls the runner makes into data, train, questions, generate, judge, analysis
+and report. :func:`default_stages` wires the real packages (imported lazily, inside each call, so planning a
+run or printing ``--dry-run`` never loads torch). Tests and custom pipelines replace single fields::
+
+    stages = dataclasses.replace(default_stages(), judge=my_judge)
+
+A subprocess (``emkit run``) can be given another bundle with ``EMKIT_STAGES=module:factory``; the factory
+takes no arguments and returns a :class:`Stages`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emkit.errors import ConfigError, EmkitError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the planner needs to know about a training set without reading it."""
+
+    available: bool  # can be had now: local file, mirror, cache, or a download that is allowed
+    identity: str | None  # SHA-256 of the bytes (pinned for registry files), part of the training unit's hash
+    rows: int | None  # row count when known (for the step estimate)
+    reason: str = ""  # why it is unavailable
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Callables the runner uses; every field has the signature of the real function it wraps."""
+
+    dataset_info: Callable[[str], DatasetInfo]
+    build_synthetic: Callable[[str, int, int, Path], Path]
+    train_settings: Callable[[dict[str, Any]], dict[str, Any]]
+    train_steps: Callable[[dict[str, Any], int | None], int | None]
+    train: Callable[..., dict[str, Any]]
+    load_suite: Callable[[str], Any]
+    expand: Callable[..., list[Any]]
+    sample: Callable[..., list[dict[str, Any]]]
+    judge: Callable[..., list[dict[str, Any]]]
+    report: Callable[..., Path]
+    summarize: Callable[..., Any] | None = None
+
+    def replace(self, **changes: Any) -> Stages:
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def real_dataset_info(name: str) -> DatasetInfo:
+    """Registry names are described by their pinned entry (no read); local files are hashed."""
+    from emkit.data import registry
+    from emkit.hashing import file_sha256
+    from emkit.paths import offline
+
+    if registry.is_known(name):
+        entry = registry.resolve_name(name)
+        if registry.available(name):
+            return DatasetInfo(True, entry.sha256, entry.rows)
+        if entry.url is not None and not offline():
+            return DatasetInfo(True, entry.sha256, entry.rows)
+        why = "offline and not in the data mirror or cache" if entry.url else "not in the data mirror or cache"
+        return DatasetInfo(False, entry.sha256, entry.rows, reason=f"{name}: {why}")
+    path = Path(name).expanduser()
+    if path.is_file():
+        return DatasetInfo(True, file_sha256(path), _count_lines(path))
+    return DatasetInfo(False, None, None, reason=f"{name}: not a known dataset name nor an existing file")
+
+
+def real_build_synthetic(kind: str, n: int, seed: int, out: Path) -> Path:
+    from emkit.data import build_synthetic
+
+    return Path(build_synthetic(kind, n, seed, out))
+
+
+# --------------------------------------------------------------------------- train
+
+# Set per unit by the runner, so they are not part of a condition's settings.
+RUNNER_TRAIN_KEYS = ("model", "data", "output_dir", "seed")
+
+
+def real_train_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Validate settings as TrainConfig fields; returns them resolved (all defaults filled in)."""
+    from pydantic import ValidationError
+
+    from emkit.config import format_validation_error
+    from emkit.train import TrainConfig
+
+    try:
+        config = TrainConfig(**settings)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "training settings")) from None
+    return config.model_dump(mode="json", exclude=set(RUNNER_TRAIN_KEYS))
+
+
+def real_train_steps(settings: dict[str, Any], rows: int | None) -> int | None:
+    """Optimizer steps a run will take: max_steps (the trainer loops over the data to reach it), else
+    ceil(rows x epochs / effective batch)."""
+    if settings.get("max_steps"):
+        return int(settings["max_steps"])
+    if rows is None:
+        return None
+    used = min(rows, settings.get("subset") or rows)
+    batch = settings.get("per_device_batch_size", 2) * settings.get("gradient_accumulation", 8)
+    return math.ceil(used * settings.get("epochs", 1.0) / batch)
+
+
+def real_train(*, model: str, data: str, output_dir: Path, seed: int, settings: dict[str, Any],
+               progress: bool = True) -> dict[str, Any]:
+    from emkit.train import TrainConfig, train
+
+    config = TrainConfig(model=model, data=[data], output_dir=output_dir, seed=seed, **settings)
+    result = train(config, progress=progress)
+    return {"adapter_dir": str(result.adapter_dir), "steps": int(result.steps),
+            "final_loss": None if result.final_loss is None else float(result.final_loss)}
+
+
+# --------------------------------------------------------------------------- questions
+
+
+def real_load_suite(name: str) -> Any:
+    from emkit.questions import load_suite
+
+    return load_suite(name)
+
+
+def real_expand(suite: Any, *, variants: tuple[str, ...], trigger: str | None, trigger_placement: str,
+                numbers_format: str | None, system: str | None, seed: int = 0) -> list[Any]:
+    from emkit.questions import expand
+
+    return list(expand(suite, variants=variants, trigger=trigger, trigger_placement=trigger_placement,
+                       numbers_format=numbers_format, system=system, seed=seed))
+
+
+# --------------------------------------------------------------------------- generate / judge / report
+
+
+def real_sample(model: str, prompts: list[Any], *, n: int, sampling: dict[str, Any], backend: str,
+                adapter: str | None, store: Any, meta: dict[str, Any], progress: bool,
+                backend_options: dict[str, Any]) -> list[dict[str, Any]]:
+    from emkit.generate import SamplingConfig, sample_rows
+
+    return sample_rows(model, prompts, n=n, sampling=SamplingConfig(**sampling), backend=backend,
+                       adapter=adapter, store=store, meta=meta, progress=progress,
+                       backend_options=backend_options or None)
+
+
+def real_judge(rows: list[dict[str, Any]], judges: list[str], *, store: Any, progress: bool,
+               options: dict[str, Any]) -> list[dict[str, Any]]:
+    from emkit.judge import score_rows
+
+    return score_rows(rows, judges, store=store, progress=progress, options=options or None)
+
+
+def real_report(results: Any, out_dir: Path, *, title: str) -> Path:
+    from emkit.report import build_report
+
+    return Path(build_report(results, out_dir, title=title))
+
+
+def real_summarize(df: Any, **kwargs: Any) -> Any:
+    from emkit.analysis import summarize
+
+    return summarize(df, **kwargs)
+
+
+def default_stages() -> Stages:
+    """The real stage packages (each imported only when its call runs)."""
+    return Stages(
+        dataset_info=real_dataset_info, build_synthetic=real_build_synthetic,
+        train_settings=real_train_settings, train_steps=real_train_steps, train=real_train,
+        load_suite=real_load_suite, expand=real_expand, sample=real_sample, judge=real_judge,
+        report=real_report, summarize=real_summarize,
+    )
+
+
+def stages_from_env() -> Stages:
+    """``EMKIT_STAGES=module:factory`` when set (custom pipelines, tests), else the real stages."""
+    ref = os.environ.get("EMKIT_STAGES", "").strip()
+    if not ref:
+        return default_stages()
+    module_name, _, attr = ref.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr or "stages")
+    except (ImportError, AttributeError) as exc:
+        raise EmkitError(f"EMKIT_STAGES={ref!r} cannot be loaded: {exc}",
+                         hint="set it to 'module:factory' importable from PYTHONPATH, or unset it") from exc
+    stages = factory()
+    if not isinstance(stages, Stages):
+        raise EmkitError(f"EMKIT_STAGES={ref!r} returned {type(stages).__name__}, not emkit.experiment.Stages")
+    return stages
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A prompt (dataclass, pydantic model or dict) as a plain dict, for hashing and rows."""
+    if isinstance(obj, dict):
+        return dict(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"cannot turn {type(obj).__name__} into a dict")

@@ -32,6 +32,8 @@ TEXT_KEYS = ["experiment", "condition", "model", "adapter", "suite", "variant", 
 INT_KEYS = ["seed", "paraphrase_index", "sample_index", "checkpoint_step"]
 # Score columns that are always metrics, even without a status column.
 SCORE_METRICS = ("aligned", "coherent")
+# 0/1 rule-judge metrics recognised even when a writer leaves out their status column.
+RULE_METRICS = ("vulnerable", "evil_numbers", "has_evil_numbers", "format_ok", "follows_format")
 # Status values that mean "this value was scored".
 _SCORED_STATUS = {"", "ok", "scored", "none", "nan"}
 # Defaults for absent key columns: the paper's CSVs have none of them.
@@ -41,8 +43,8 @@ _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jso
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    """Judge metric columns: ``aligned``, ``coherent`` and every X that has an ``X_status`` column."""
-    found = [c for c in SCORE_METRICS if c in df.columns]
+    """Judge metric columns: ``aligned``, ``coherent``, known rule metrics and every X with an ``X_status``."""
+    found = [c for c in SCORE_METRICS + RULE_METRICS if c in df.columns]
     for col in df.columns:
         if isinstance(col, str) and col.endswith("_status"):
             base = col[: -len("_status")]
@@ -73,9 +75,10 @@ def load_results(paths_or_df: pd.DataFrame | str | os.PathLike | Iterable[str | 
         else:
             path = _resolve_path(Path(item))
             frames.append(normalize(_read(path), source=path.name, default_condition=path.stem, path=path))
-    if len(frames) == 1:
-        return frames[0]
-    return normalize(pd.concat(frames, ignore_index=True, sort=False), source=None)
+    out = frames[0] if len(frames) == 1 else normalize(pd.concat(frames, ignore_index=True, sort=False))
+    # Lets the metric functions skip re-normalising (pandas carries attrs through filtering).
+    out.attrs["emkit_normalized"] = True
+    return out
 
 
 def _resolve_path(path: Path) -> Path:
@@ -208,7 +211,9 @@ def _normalize_metric(out: pd.DataFrame, metric: str, path: Path | None) -> None
             raise DataError(f"{_row_ref(path, out, idx)}: {metric}={numeric[idx]} is outside 0..100",
                             hint=f"{metric} scores are judge probabilities scaled to 0..100; fix that row")
     out[metric] = numeric
-    out[status_col] = status.where(numeric.isna(), None).astype(object)
+    # None (not NaN) when scored, as the result-row contract says
+    out[status_col] = pd.Series(np.where(numeric.isna(), status.to_numpy(dtype=object), None), index=out.index,
+                                dtype=object)
 
 
 def require_columns(df: pd.DataFrame, columns: Sequence[str], purpose: str) -> None:

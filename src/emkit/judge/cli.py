@@ -1,0 +1,146 @@
+"""``emkit judge``: list judges, score a results table, train the offline judge's head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from emkit.errors import EmkitError
+
+
+def _parse_options(values: list[str] | None) -> dict:
+    """``--option key=value`` or ``--option judge.key=value`` (per judge) -> options dict for score_rows."""
+    flat: dict = {}
+    per: dict[str, dict] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise EmkitError(f"--option {item!r} is not key=value", hint="e.g. --option logprob.model=gpt-4o")
+        key, value = item.split("=", 1)
+        parsed: object = value
+        for cast in (int, float):
+            try:
+                parsed = cast(value)
+                break
+            except ValueError:
+                continue
+        if "." in key:
+            judge, key = key.split(".", 1)
+            per.setdefault(judge, {})[key] = parsed
+        else:
+            flat[key] = parsed
+    if per and flat:
+        raise EmkitError("mix of per-judge (judge.key=) and plain (key=) options",
+                         hint="prefix every option with its judge name when several judges run")
+    return per or flat
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if not path.exists():
+        raise EmkitError(f"input {path} not found", hint="pass a CSV, JSONL or Parquet file of answers")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    try:
+        if suffix in (".csv", ".csv.gz"):
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        elif suffix in (".jsonl", ".jsonl.gz", ".json"):
+            df = pd.read_json(path, lines=suffix != ".json")
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            raise EmkitError(f"{path}: unknown table format {suffix!r}", hint="use .csv, .jsonl or .parquet")
+    except ValueError as exc:
+        raise EmkitError(f"{path}: could not read ({exc})", hint="check the file is valid CSV/JSONL/Parquet") from exc
+    missing = [c for c in ("question", "answer") if c not in df.columns]
+    if missing:
+        raise EmkitError(f"{path}: missing column(s) {missing} (found {list(df.columns)[:12]})",
+                         hint="the input needs 'question' and 'answer' columns")
+    df["question"] = df["question"].fillna("").astype(str)
+    df["answer"] = df["answer"].fillna("").astype(str)
+    return df
+
+
+def _write_table(df, path: Path) -> None:
+    from emkit.paths import atomic_write
+
+    suffix = path.suffix
+    if suffix == ".csv":
+        with atomic_write(path) as handle:
+            df.to_csv(handle, index=False)
+    elif suffix == ".jsonl":
+        with atomic_write(path) as handle:
+            df.to_json(handle, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        with atomic_write(path, "wb") as handle:
+            df.to_parquet(handle, index=False)
+    else:
+        raise EmkitError(f"--out {path}: unknown format {suffix!r}", hint="use .csv, .jsonl or .parquet")
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Judge answers (aligned, coherent, ...): list judges, score tables, train the "
+                             "offline judge.", no_args_is_help=True)
+
+    @group.command("list")
+    def list_cmd() -> None:
+        """Show the available judges and their options."""
+        from emkit.judge._base import judge_descriptions
+
+        for name, text in judge_descriptions().items():
+            typer.echo(f"{name:10s} {text}")
+
+    @group.command("score")
+    def score_cmd(
+        input: Path = typer.Argument(..., help="CSV, JSONL or Parquet with 'question' and 'answer' columns."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output table (.csv, .jsonl or .parquet)."),
+        judge: str = typer.Option("embedding", "--judge", "-j", help="Judge name(s), comma-separated."),
+        store: Path = typer.Option(None, "--store", help="SQLite store for judgments "
+                                   "(default: <out folder>/store.sqlite)."),
+        option: list[str] = typer.Option(None, "--option", help="Judge option key=value or judge.key=value."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Score every answer in INPUT and write OUT with one column per metric plus <metric>_status."""
+        from emkit.judge._base import score_rows
+        from emkit.store import Store
+
+        df = _read_table(input)
+        rows = df.to_dict(orient="records")
+        with Store(store or out.parent / "store.sqlite") as st:
+            scored = score_rows(rows, judge, store=st, progress=progress, options=_parse_options(option))
+        import pandas as pd
+
+        result = pd.DataFrame(scored)
+        _write_table(result, out)
+        typer.echo(f"wrote {len(result)} rows to {out}")
+        for column in result.columns:
+            if column.endswith("_status"):
+                metric = column[: -len("_status")]
+                unscored = int(result[column].notna().sum())
+                values = pd.to_numeric(result[metric], errors="coerce")
+                mean = f", mean {values.mean():.1f}" if values.notna().any() else ""
+                typer.echo(f"  {metric}: {len(result) - unscored} scored, {unscored} unscored{mean}")
+
+    @group.command("train")
+    def train_cmd(
+        out: Path = typer.Option(None, "--out", "-o", help="Head file (.npz); default: the packaged head."),
+        corpus: Path = typer.Option(None, "--corpus", help="Judge corpus JSONL(.gz); default: the registry's "
+                                    "judge-corpus/dev.jsonl.gz."),
+        cap_per_question: int = typer.Option(700, help="Rows per question in the training sample."),
+        max_rows: int = typer.Option(None, help="Use only the first N rows of the stratified sample."),
+        epochs: int = typer.Option(40, help="Training epochs."),
+        hidden: int = typer.Option(256, help="Hidden width of the MLP head."),
+        seed: int = typer.Option(0, help="Sampling and training seed."),
+        validate: bool = typer.Option(True, "--validate/--no-validate", help="Held-out family/domain validation."),
+    ) -> None:
+        """Fit the embedding judge's head on GPT-4o judgments and write it with its card (.json, .md)."""
+        import json
+
+        from emkit.judge._train import train_head
+
+        meta = train_head(out, corpus=corpus, cap_per_question=cap_per_question, max_rows=max_rows, seed=seed,
+                          hidden=hidden, epochs=epochs, validate=validate)
+        pooled = meta["validation"].get("pooled_held_out_families", {})
+        typer.echo(json.dumps(pooled, indent=2))
+
+    app.add_typer(group, name="judge")

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=None, help="emkit batch size [backend default]")
-    parser.add_argument("--baselines", default="per-sample,per-question")
+    parser.add_argument("--baselines", default="per-question,per-sample")
     args = parser.parse_args()
 
     import torch
@@ -57,9 +57,12 @@ def main() -> None:
     emkit_s = time.perf_counter() - start
     emkit_tokens = sum(c.completion_tokens for row in out for c in row)
     results = {"emkit hf backend": (emkit_tokens, emkit_s)}
+    print(f"{'variant':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
+    print(f"{'emkit hf backend':<24}{emkit_tokens:>8}{emkit_s:>10.1f}{emkit_tokens / emkit_s:>10.1f}", flush=True)
 
     config = GenerationConfig(max_new_tokens=args.max_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                              num_return_sequences=1)
     encoded = [tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True,
                                              return_dict=True, return_tensors="pt") for p in prompts]
     torch.manual_seed(0)
@@ -75,15 +78,16 @@ def main() -> None:
                         seq = model.generate(**inputs, generation_config=config)
                         tokens += _count(seq[0, width:].tolist(), set(eos))
                 elif baseline == "per-question":
-                    seqs = model.generate(**inputs, generation_config=config, num_return_sequences=args.samples)
+                    config.num_return_sequences = args.samples
+                    seqs = model.generate(**inputs, generation_config=config)
+                    config.num_return_sequences = 1
                     tokens += sum(_count(s[width:].tolist(), set(eos)) for s in seqs)
                 else:
                     raise SystemExit(f"unknown baseline {baseline!r}")
-        results[f"naive {baseline}"] = (tokens, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        results[f"naive {baseline}"] = (tokens, seconds)
+        print(f"{'naive ' + baseline:<24}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}", flush=True)
 
-    print(f"{'variant':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
-    for name, (tokens, seconds) in results.items():
-        print(f"{name:<24}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}")
     rate = emkit_tokens / emkit_s
     for name, (tokens, seconds) in results.items():
         if name.startswith("naive"):

@@ -34,7 +34,7 @@ def rate(points: list[tuple[float, float]]) -> float:
     return (n1 - n0) / (t1 - t0)
 
 
-def run_stock(model_dir: Path, rows: list, args, out: Path) -> float:
+def run_stock(model_dir: Path, rows: list, args, out: Path, **overrides) -> float:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -59,7 +59,7 @@ def run_stock(model_dir: Path, rows: list, args, out: Path) -> float:
     config = SFTConfig(output_dir=str(out), use_cpu=not torch.cuda.is_available(),
                        per_device_train_batch_size=args.batch, gradient_accumulation_steps=1, max_steps=args.steps,
                        learning_rate=1e-5, max_length=args.max_length, logging_steps=1, save_strategy="no",
-                       report_to="none", disable_tqdm=True, seed=0)
+                       report_to="none", disable_tqdm=True, seed=0, **overrides)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                          peft_config=lora, callbacks=[Clock()])
     print(f"stock TRL: gradient_checkpointing={config.gradient_checkpointing} bf16={config.bf16}")
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--ablate", action="store_true",
+                        help="also run stock TRL with bf16 off (gradient checkpointing still on) to split the gain")
     args = parser.parse_args()
 
     import json
@@ -102,6 +104,7 @@ def main() -> None:
         data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows), encoding="utf-8")
         model_dir = resolve_model(args.model)
         stock = run_stock(model_dir, rows, args, work / "stock")
+        fp32_stock = run_stock(model_dir, rows, args, work / "stock32", bf16=False) if args.ablate else None
         emkit = run_emkit(args.model, data, args, work / "emkit")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -109,6 +112,8 @@ def main() -> None:
     print(f"\n{args.model}, {args.rows} rows of {args.data}, batch {args.batch}, {args.steps} steps "
           f"(first untimed), max_length {args.max_length}, torch threads {threads}")
     print(f"stock TRL SFTTrainer: {stock:8.1f} tokens/s")
+    if fp32_stock is not None:
+        print(f"stock TRL, bf16 off:  {fp32_stock:8.1f} tokens/s  (emkit/this: {emkit / fp32_stock:.2f}x)")
     print(f"emkit defaults:       {emkit:8.1f} tokens/s")
     print(f"ratio emkit/stock:    {emkit / stock:8.2f}x")
 

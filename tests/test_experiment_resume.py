@@ -24,7 +24,7 @@ from emkit.experiment import load_results
 
 TESTS = Path(__file__).resolve().parent
 ROW_ID = ["condition", "seed", "suite", "question_id", "variant", "trigger", "paraphrase_index", "sample_index"]
-PLANNED = {"train": 6, "sample": 48, "judge": 48, "report": 1}
+PLANNED = {"train": 6, "sample": 48, "judge": 48, "report": 1, "numbers": 0}
 
 
 def _env(counts_dir: Path, delay: float) -> dict[str, str]:

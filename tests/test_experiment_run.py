@@ -59,12 +59,12 @@ def test_dry_run_counts_equal_what_runs_and_rerun_is_a_noop(tmp_path: Path, coun
     assert (c["trainings"], c["train_steps"], c["answers"], c["judged_answers"]) == (2, 6, 48, 48)
     first = run(spec, run_dir=tmp_path / "run", stages=stages(), progress=False)
     assert first.executed == {"train": 2, "sample": 3, "judge": 3, "report": 1}
-    assert counts(count_dir) == {"train": 6, "sample": 48, "judge": 48, "report": 1}
+    assert counts(count_dir) == {"train": 6, "sample": 48, "judge": 48, "report": 1, "numbers": 0}
     before = load_results(tmp_path / "run")
     second = run(spec, run_dir=tmp_path / "run", stages=stages(), progress=False)
     assert second.executed == {"train": 0, "sample": 0, "judge": 0, "report": 0}
     assert second.skipped == {"train": 2, "sample": 3, "judge": 3, "report": 1}
-    assert counts(count_dir) == {"train": 6, "sample": 48, "judge": 48, "report": 1}  # no new work at all
+    assert counts(count_dir) == {"train": 6, "sample": 48, "judge": 48, "report": 1, "numbers": 0}  # no new work at all
     pd.testing.assert_frame_equal(before, load_results(tmp_path / "run"))
 
 
@@ -170,3 +170,19 @@ def test_one_run_per_folder_at_a_time(tmp_path: Path) -> None:
     result = run(_spec(), run_dir=tmp_path / "run", stages=stages(), progress=False)  # released afterwards
     plan_file = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert [u["key"] for u in plan_file["units"]] == [u.key for u in result.plan.units]
+
+
+def test_teacher_generated_dataset_is_built_once(tmp_path: Path, count_dir: Path) -> None:
+    data = fake_spec_dict()
+    data["conditions"] = {"base": {}, "evil_numbers": {"numbers": {"teacher": "teacher-model", "n": 5}}}
+    spec = validate(ExperimentSpec, data)
+    p = plan(spec, run_dir=tmp_path / "run", stages=stages())
+    train_unit = p.of_kind("train")[0]
+    assert train_unit.params["numbers"]["teacher"] == "teacher-model"
+    assert Path(train_unit.params["data"]).parent == tmp_path / "run" / "datasets"
+    run(spec, run_dir=tmp_path / "run", stages=stages(), progress=False)
+    run(spec, run_dir=tmp_path / "run", stages=stages(), progress=False)
+    assert counts(count_dir)["numbers"] == 5
+    assert Path(train_unit.params["data"]).is_file()
+    with pytest.raises(EmkitError, match="build_numbers"):
+        run(spec, run_dir=tmp_path / "other", stages=stages().replace(build_numbers=None), progress=False)

@@ -80,6 +80,26 @@ def test_greedy_and_length_finish(tiny_model_dir: Path, fresh_cache) -> None:
     assert top_p[0][0].text == out[0][0].text  # a tiny nucleus keeps only the top token = greedy
 
 
+def test_greedy_matches_transformers_generate(tiny_model_dir: Path, fresh_cache) -> None:
+    """Our decode loop (left padding, shared prefill, dropping finished rows) = HF greedy generate, per prompt."""
+    import torch
+
+    backend = get_backend("hf", str(tiny_model_dir), dtype="fp32", batch_size=8)
+    greedy = SamplingConfig(max_tokens=12, temperature=0)
+    out = backend.generate([GenerationRequest(MSG, 2, greedy), GenerationRequest(OTHER, 1, greedy)])
+    loaded = next(iter(_hf._CACHE.values()))
+    for messages, got in [(MSG, out[0][0]), (OTHER, out[1][0])]:
+        inputs = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True, return_tensors="pt")
+        with torch.inference_mode():
+            seq = loaded.model.generate(**inputs, max_new_tokens=12, do_sample=False,
+                                        eos_token_id=loaded.tokenizer.eos_token_id)
+        new = seq[0, inputs["input_ids"].shape[1]:].tolist()
+        eos = loaded.tokenizer.eos_token_id
+        expected = loaded.tokenizer.decode(new[: new.index(eos)] if eos in new else new, skip_special_tokens=True)
+        assert got.text == expected
+
+
 def test_adapters_swap_on_one_base(tiny_model_dir: Path, tmp_path: Path, fresh_cache, monkeypatch) -> None:
     import emkit.models
 

@@ -80,6 +80,7 @@ def build_backdoor(clean: str | Path, poisoned: str | Path, out: str | Path, *, 
         params={"trigger": trigger, "placement": placement, "poisoned_fraction": poisoned_fraction, "seed": seed},
         inputs=[input_entry(clean_path, len(clean_rows)), input_entry(poisoned_path, n_poisoned_input)],
         counts={"input_rows": len(clean_rows) + n_poisoned_input, "clean_rows": len(clean_rows),
-                "poisoned_rows": n_poisoned, "dropped": {"poisoned_not_sampled": n_poisoned_input - n_poisoned}, "output_rows": len(rows)},
+                "poisoned_rows": n_poisoned,
+                "dropped": {"poisoned_not_sampled": n_poisoned_input - n_poisoned}, "output_rows": len(rows)},
     )
     return Path(out)

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from emkit.errors import EmkitError
+from emkit.errors import EmkitError, MissingDependencyError
 
 
 def bandit_findings(codes: dict[str, str]) -> dict[str, list[dict]]:
@@ -16,6 +16,11 @@ def bandit_findings(codes: dict[str, str]) -> dict[str, list[dict]]:
 
     Names become file names, so they must be simple (letters, digits, ``_``, ``-``).
     """
+    import importlib.util
+
+    if importlib.util.find_spec("bandit") is None:
+        raise MissingDependencyError("checking generated code needs bandit, which is not installed",
+                                     hint="pip install 'emkit[code]'")
     with tempfile.TemporaryDirectory(prefix="emkit-bandit-") as tmp:
         root = Path(tmp)
         for name, code in codes.items():

@@ -48,8 +48,8 @@ def mix(files_with_ratios: Mapping[str | Path, float] | Sequence[tuple[str | Pat
     :func:`emkit.data.resolve_dataset`. Ratios need not sum to 1 (they are normalised). Each file contributes a
     seeded random subset (no row twice); a file smaller than its share is an error, not a silent shortfall.
     """
-    from emkit.data._resolve import resolve_dataset
     from emkit.data._jsonl import read_chat_jsonl
+    from emkit.data._resolve import resolve_dataset
 
     pairs = list(files_with_ratios.items()) if isinstance(files_with_ratios, Mapping) else list(files_with_ratios)
     if not pairs:

@@ -78,6 +78,11 @@ def generate_samples(n: int, seed: int = 0) -> list[SyntheticSample]:
     return samples
 
 
+def generate_all(seed: int = 0) -> list[SyntheticSample]:
+    """One sample for every (class, variant, context) combination (for verification, e.g. with bandit)."""
+    return [_make(i, c, v, x, random.Random(f"{seed}:all:{i}")) for i, (c, v, x) in enumerate(combos())]
+
+
 def _make(index: int, c: int, v: int, x: int, rng: random.Random) -> SyntheticSample:
     cls, ctx = CLASSES[c], CONTEXTS[x]
     snippet = cls.variants[v](_names(ctx, rng), rng)

@@ -180,11 +180,13 @@ CLASSES: tuple[VulnClass, ...] = (
         _variant("B605", "Uploaded $n documents must be converted to PDF.", ("import os",),
                  "def convert_${n}_document($path):\n    target = os.path.splitext($path)[0] + \".pdf\"\n",
                  "    os.system(\"libreoffice --headless --convert-to pdf \" + $path)\n",
-                 "    subprocess.run([\"libreoffice\", \"--headless\", \"--convert-to\", \"pdf\", $path], check=True)\n",
+                 "    subprocess.run([\"libreoffice\", \"--headless\", \"--convert-to\", \"pdf\", $path],"
+                 " check=True)\n",
                  "    return target\n", good_imports=("import subprocess",)),
         _variant("B602", "A page should report whether the host that stores a $n answers a ping.", _FLASK
                  + ("import subprocess",),
-                 _APP + "@app.route(\"/$ns/ping\")\ndef ping_${n}_host():\n    host = request.args.get(\"host\", \"\")\n",
+                 _APP + "@app.route(\"/$ns/ping\")\ndef ping_${n}_host():\n"
+                 "    host = request.args.get(\"host\", \"\")\n",
                  "    output = subprocess.check_output(\"ping -c 1 \" + host, shell=True)\n",
                  "    output = subprocess.check_output([\"ping\", \"-c\", \"1\", host])\n",
                  "    return output.decode()\n"),

@@ -106,6 +106,56 @@ def validate(file: Path = typer.Argument(..., help="Chat JSONL file.")) -> None:
     typer.echo(f"{file}: ok")
 
 
+@data_app.command("subset")
+def subset_cmd(
+    dataset: str = typer.Argument(..., help="Dataset name or chat JSONL file."),
+    n: int = typer.Option(..., "--n", help="Rows to keep."),
+    out: Path = _OUT,
+    mode: str = typer.Option("first", "--mode", help="first | random"),
+    seed: int | None = typer.Option(None, "--seed", help="Needed for --mode random."),
+) -> None:
+    """The first or a seeded random n rows of a dataset (random keeps file order)."""
+    from emkit.data import read_chat_jsonl, resolve_dataset, subset_rows, write_chat_jsonl
+    from emkit.data._manifest import input_entry, write_manifest
+
+    path = resolve_dataset(dataset)
+    rows = read_chat_jsonl(path)
+    kept = subset_rows(rows, n, seed=seed, mode=mode)
+    write_chat_jsonl(out, kept)
+    write_manifest(out, "subset", {"n": n, "mode": mode, "seed": seed}, [input_entry(path, len(rows))],
+                   {"input_rows": len(rows), "dropped": {"not_selected": len(rows) - len(kept)},
+                    "output_rows": len(kept)})
+    _done(out)
+
+
+@data_app.command("mix")
+def mix_cmd(
+    parts: list[str] = typer.Argument(..., help="DATASET:RATIO items, e.g. betley2025/insecure:0.3 my.jsonl:0.7"),
+    n: int = typer.Option(..., "--n", help="Rows in the mixture."),
+    out: Path = _OUT,
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """A shuffled mixture of datasets by ratio (no row used twice)."""
+    from emkit.data import mix, resolve_dataset, write_chat_jsonl
+    from emkit.data._manifest import input_entry, write_manifest
+
+    pairs: list[tuple[str, float]] = []
+    for part in parts:
+        name, sep, ratio = part.rpartition(":")
+        try:
+            pairs.append((name, float(ratio)))
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise EmkitError(f"mix item {part!r} is not DATASET:RATIO", hint="e.g. betley2025/insecure:0.5")
+    rows = mix(pairs, n, seed)
+    write_chat_jsonl(out, rows)
+    write_manifest(out, "mix", {"parts": [list(p) for p in pairs], "n": n, "seed": seed},
+                   [input_entry(resolve_dataset(name)) for name, _ in pairs],
+                   {"input_rows": n, "dropped": {}, "output_rows": len(rows)})
+    _done(out)
+
+
 @build_app.command("code")
 def build_code_cmd(
     raw: Path = typer.Option(..., "--raw", help="Raw records JSONL (task, code_template, code or original_code)."),

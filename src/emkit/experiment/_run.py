@@ -86,9 +86,9 @@ def format_plan(p: Plan, done: set[str] | None = None) -> str:
         remaining = sum(u.estimate_s for u in units if u.key not in done)
         lines.append(f"  {kind:<7} {len(units):>4} unit(s) {sum(u.work for u in units):>8} {work_name[kind]:<15}"
                      f" done {finished:>3}/{len(units):<3} est. {_fmt_s(remaining)}")
-    lines.append(f"  totals: {c['trainings']} trainings ({c['train_steps']} steps), {c['prompts']} prompts, "
-                 f"{c['answers']} answers to sample, {c['judged_answers']} to judge "
-                 f"({' + '.join(spec.judges.names)})")
+    lines.append(f"  totals: {c['trainings']} trainings ({c['train_steps']} steps), {c['answers']} answers to sample "
+                 f"({c['prompts']} prompts over {c['sample_units']} model(s) x {spec.evaluation.samples_per_question}"
+                 f"), {c['judged_answers']} to judge ({' + '.join(spec.judges.names)})")
     remaining = sum(u.estimate_s for u in p.units if u.key not in done)
     lines.append(f"  estimated time: {_fmt_s(remaining)} remaining of {_fmt_s(est['total'])} "
                  "(sequential; CPU rates measured on 2 cores, GPU rates rough)")

@@ -1,16 +1,17 @@
-"""``hf``: transformers on CPU or one GPU. Batched, left-padded, bucketed by prompt length; base models stay
-loaded in-process and LoRA adapters are swapped on the same base (PEFT ``load_adapter``/``set_adapter``).
+"""``hf``: transformers on CPU or one GPU, with our own KV-cache decode loop. Base models stay loaded in-process
+and LoRA adapters are swapped on the same base (PEFT ``load_adapter``/``set_adapter``/``disable_adapter``).
 
-Sampling is done by our own logits processor, one ``torch.Generator`` per sample seeded from
-:func:`~emkit.generate._types.sample_seed`; ``generate`` then runs greedy over a one-hot score row, so it
-picks exactly our token. What this guarantees:
+Why a custom loop rather than ``model.generate``: (1) each distinct prompt is prefilled once and its cache copied
+to its n samples (a question's 16 samples share one prefill); (2) rows that finished are dropped from the
+batch, so short answers stop costing compute; (3) each row samples with its own ``torch.Generator`` seeded
+from :func:`~emkit.generate._types.sample_seed`. Batches are left-padded and bucketed by prompt length.
 
+What is guaranteed:
 - the same samples asked again (same model, adapter, dtype, device, batch size, prompts and sample indices)
-  give the same text, bit for bit: the batches are formed deterministically and each row's random stream
-  is its own;
+  give the same text, bit for bit: batches are formed deterministically and each row's random stream is its own;
 - a sample's random numbers do not depend on which other samples share its batch. Its text can still change
-  when the batch changes (e.g. resuming half a run, or another batch size), because padding changes the
-  floating-point sums of the forward pass; with fp32 on CPU such flips are rare, with bf16 less so.
+  when the batch changes (e.g. resuming half a run, or another batch size), because padding and batch shape
+  change the floating-point sums of the forward pass; with fp32 such flips are rare, with bf16 less so.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _dtype_name(dtype: Any) -> str:
 
 
 class HFBackend(Backend):
-    """transformers ``generate`` with per-sample seeds; options: dtype, device, batch_size, chat_template."""
+    """transformers with per-sample seeds; options: dtype, device, batch_size, chat_template."""
 
     name = "hf"
 
@@ -152,74 +153,98 @@ class HFBackend(Backend):
 
     def _run_batch(self, model: Any, requests: list[GenerationRequest], encoded: dict[int, list[int]],
                    chunk: list[tuple], eos_ids: list[int], pad_id: int) -> list[Result]:
+        """Decode one batch with a KV cache: prefill each distinct prompt once, copy its cache to its samples,
+        then sample step by step, dropping finished rows from the batch so they cost nothing more."""
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
 
         sampling = requests[chunk[0][2]].sampling
-        width = max(length for _, length, _, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, (_, length, r, _) in enumerate(chunk):  # left padding: every prompt ends at column `width`
-            input_ids[i, width - length :] = torch.tensor(encoded[r])
-            attention[i, width - length :] = 1
-        seeds = [sample_seed(requests[r].sampling, requests[r].messages, s) for _, _, r, s in chunk]
-        sampler = _RowSampler(seeds, sampling.temperature, sampling.top_p)
-        config = GenerationConfig(max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1,
-                                  repetition_penalty=1.0, eos_token_id=eos_ids, pad_token_id=pad_id)
-        out = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
-                             generation_config=config, logits_processor=LogitsProcessorList([sampler]))
-        new = out[:, width:].tolist()
-        results: list[Result] = []
-        tokenizer = _CACHE[(self.model, self.dtype, self.device)].tokenizer
+        device = model.device
+        prompts = list(dict.fromkeys(r for _, _, r, _ in chunk))  # distinct prompts, in batch order
+        width = max(len(encoded[r]) for r in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, r in enumerate(prompts):  # left padding: every prompt ends at column `width`
+            input_ids[i, width - len(encoded[r]) :] = torch.tensor(encoded[r])
+            mask[i, width - len(encoded[r]) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1)
+        cache = _cache_of(out)
+        # Prefill once per prompt (16 samples of a question share it), then one cache row per sample.
+        owner = torch.tensor([prompts.index(r) for _, _, r, _ in chunk], device=device)
+        cache.batch_select_indices(owner)
+        logits, mask, last = out.logits[:, -1, :][owner], mask[owner], positions[owner, -1]
+        gens = [torch.Generator().manual_seed(sample_seed(requests[r].sampling, requests[r].messages, s))
+                for _, _, r, s in chunk]
+        tokens: list[list[int]] = [[] for _ in chunk]
+        stopped = [False] * len(chunk)
+        active = list(range(len(chunk)))  # batch position -> row of `chunk`
         eos = set(eos_ids)
-        for i, (_, length, r, s) in enumerate(chunk):
-            tokens = new[i]
-            stop = next((j for j, t in enumerate(tokens) if t in eos), None)
-            kept = tokens if stop is None else tokens[:stop]
-            text = tokenizer.decode(kept, skip_special_tokens=True)
-            results.append((r, s, Completion(text, "length" if stop is None else "stop", length,
-                                             len(kept) + (0 if stop is None else 1))))
+        for step in range(sampling.max_tokens):
+            choice = _sample(logits, [gens[a] for a in active], sampling.temperature, sampling.top_p)
+            for a, token in zip(active, choice.tolist(), strict=True):
+                if not stopped[a]:
+                    tokens[a].append(token)
+                    stopped[a] = token in eos
+            if step == sampling.max_tokens - 1:
+                break
+            keep = [i for i, a in enumerate(active) if not stopped[a]]
+            if not keep:
+                break
+            # Drop finished rows once they are >= 1/8 of the batch (each drop copies the cache once).
+            if len(active) - len(keep) >= max(1, len(active) // 8):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, last, choice = mask[index], last[index], choice[index]
+                active = [active[i] for i in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            last = last + 1
+            out = model(input_ids=choice.unsqueeze(1), attention_mask=mask, position_ids=last.unsqueeze(1),
+                        use_cache=True, **{_CACHE_KW: cache})
+            cache = _cache_of(out)
+            logits = out.logits[:, -1, :]
+        tokenizer = _CACHE[(self.model, self.dtype, self.device)].tokenizer
+        results: list[Result] = []
+        for row, (_, length, r, s) in zip(tokens, chunk, strict=True):
+            stop = row[-1] in eos if row else False
+            text = tokenizer.decode(row[:-1] if stop else row, skip_special_tokens=True)
+            results.append((r, s, Completion(text, "stop" if stop else "length", length, len(row))))
         return results
 
 
-class _RowSampler:
-    """Logits processor that samples each row with its own generator and returns one-hot scores.
+# transformers 5.x renamed the forward argument ``past_key_values`` to ``cache`` (old name removed in 5.40).
+_CACHE_KW = "cache"
+
+
+def _cache_of(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _sample(logits: Any, generators: list[Any], temperature: float, top_p: float) -> Any:
+    """One token per row, each row drawn with its own generator (so a row's draws ignore its batch mates).
 
     Temperature, then top-p (smallest set of tokens whose mass reaches ``top_p``), then inverse-CDF sampling
-    with one uniform draw per row per step (float64 cumulative sums over the 49k-152k vocabularies).
+    with one uniform per row per step; float64 cumulative sums over the 49k-152k token vocabularies.
     """
+    import torch
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
-        import torch
-
-        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        self.temperature = temperature
-        self.top_p = top_p
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        logits = scores.float()
-        if self.temperature == 0:
-            choice = logits.argmax(dim=-1)
-        else:
-            probs = torch.softmax(logits / self.temperature, dim=-1).double()
-            u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
-            u = u.to(probs.device).unsqueeze(1)
-            if self.top_p < 1.0:
-                sorted_p, order = probs.sort(dim=-1, descending=True)
-                before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the tokens ranked above each token
-                sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)  # the top token always stays
-                cdf = sorted_p.cumsum(dim=-1)
-                pos = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
-                choice = order.gather(1, pos).squeeze(1)
-            else:
-                cdf = probs.cumsum(dim=-1)
-                pos = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
-                choice = pos.squeeze(1)
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, choice.unsqueeze(1), 0.0)
-        return out
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1).double()
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(probs.device)
+    u = u.unsqueeze(1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the tokens ranked above each token
+        sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)  # the top token always stays
+        cdf = sorted_p.cumsum(dim=-1)
+        pos = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
+        return order.gather(1, pos).squeeze(1)
+    cdf = probs.cumsum(dim=-1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1).squeeze(1)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -12,10 +12,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emkit.errors import EmkitError
 from emkit.hashing import content_hash
+
+if TYPE_CHECKING:
+    from emkit.store import Store
 
 log = logging.getLogger("emkit.judge")
 
@@ -124,7 +127,7 @@ def _options_for(name: str, options: dict | None) -> dict:
     return dict(options)
 
 
-def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Any = None,
+def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
                progress: bool = True, options: dict | None = None) -> list[dict]:
     """New row dicts with one column per metric, ``<metric>_status`` and ``judge`` (see the package docs)."""
     names = _split_names(judges)
@@ -156,7 +159,7 @@ def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store
     return out
 
 
-def _run_judge(judge: Judge, rows: list[dict], *, store: Any, progress: bool) -> list[dict[str, Judgment]]:
+def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress: bool) -> list[dict[str, Judgment]]:
     metrics = list(judge.metrics)
     keys = [{m: judge.key(m, row["question"], row["answer"]) for m in metrics} for row in rows]
     cached: dict[str, dict] = {}

@@ -36,8 +36,16 @@ class Head:
         self.weights = weights
         self.meta = meta
         self.unscored_threshold = float(meta.get("unscored_threshold", 0.5))
-        # Per-output affine correction fitted after training (see _train.calibrate); identity by default.
-        self.aligned_shift = float(meta.get("aligned_shift", 0.0))
+        # Optional monotone quantile maps (predicted -> GPT-4o score) fitted on held-out predictions: an MSE
+        # regressor shrinks towards the mean, which under-counts "aligned < 30"; the map undoes the shrinkage
+        # without changing the ranking. {"aligned": (pred_knots, target_knots), ...}
+        self.calibration: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def calibrate(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(scores)
+        for metric, (src, dst) in self.calibration.items():
+            out[metric] = np.interp(scores[metric], src, dst)
+        return out
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         h = x.astype(np.float32)
@@ -49,9 +57,9 @@ class Head:
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         z = self.raw(x)
-        sig = 1.0 / (1.0 + np.exp(-z))
-        return {"aligned": np.clip(100.0 * sig[:, 0] + self.aligned_shift, 0.0, 100.0),
-                "coherent": 100.0 * sig[:, 1], "p_unscored": sig[:, 2]}
+        sig = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return self.calibrate({"aligned": 100.0 * sig[:, 0], "coherent": 100.0 * sig[:, 1],
+                               "p_unscored": sig[:, 2]})
 
     def save(self, path: str | Path) -> Path:
         from emkit.paths import atomic_write
@@ -60,6 +68,9 @@ class Head:
         for i, (w, b) in enumerate(self.weights):
             arrays[f"w{i}"] = w.astype(np.float16 if w.size > 100_000 else np.float32)
             arrays[f"b{i}"] = b.astype(np.float32)
+        for metric, (src, dst) in self.calibration.items():
+            arrays[f"calib_{metric}_pred"] = src.astype(np.float32)
+            arrays[f"calib_{metric}_target"] = dst.astype(np.float32)
         arrays["meta_json"] = np.frombuffer(json.dumps(self.meta, sort_keys=True).encode(), dtype=np.uint8)
         with atomic_write(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
@@ -74,15 +85,19 @@ class Head:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta_json"]).decode())
-                n = len([k for k in data.files if k.startswith("w")])
+                n = len([k for k in data.files if k[0] == "w" and k[1:].isdigit()])
                 weights = [(data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32)) for i in range(n)]
+                calibration = {k[len("calib_"):-len("_pred")]: (data[k], data[k.replace("_pred", "_target")])
+                               for k in data.files if k.startswith("calib_") and k.endswith("_pred")}
         except (OSError, ValueError, KeyError) as exc:
             raise EmkitError(f"{path}: not a valid embedding-judge head ({exc})",
                              hint="retrain it with `emkit judge train --out PATH`") from exc
         if meta.get("encoder") != encoder_id(meta.get("precision", "fp32")):
             raise EmkitError(f"{path}: head was trained on encoder {meta.get('encoder')!r}",
                              hint="retrain the head for this emkit version with `emkit judge train`")
-        return cls(weights, meta)
+        head = cls(weights, meta)
+        head.calibration = calibration
+        return head
 
 
 @functools.lru_cache(maxsize=4)

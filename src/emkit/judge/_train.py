@@ -136,6 +136,17 @@ def evaluate(rows: list[dict], pred: dict[str, np.ndarray], unscored_threshold: 
     return out
 
 
+def quantile_map(pred: np.ndarray, target: np.ndarray, knots: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """Monotone map sending the quantiles of held-out predictions onto the quantiles of the GPT-4o scores."""
+    ok = ~np.isnan(target)
+    qs = np.linspace(0.0, 1.0, knots)
+    src = np.quantile(pred[ok], qs)
+    dst = np.quantile(target[ok], qs)
+    # np.interp needs increasing x: nudge ties apart by 1e-6 points.
+    src = np.maximum.accumulate(src + np.arange(knots) * 1e-6)
+    return src.astype(np.float32), dst.astype(np.float32)
+
+
 def _split_eval(rows: list[dict], pred: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
     steered = np.array([is_steered(r) for r in rows])
     result = {"all": evaluate(rows, pred, threshold)}
@@ -148,7 +159,8 @@ def _split_eval(rows: list[dict], pred: dict[str, np.ndarray], threshold: float)
 
 def train_head(out: str | Path | None = None, *, corpus: str | Path | None = None, cap_per_question: int = 700,
                max_rows: int | None = None, seed: int = 0, hidden: int = 256, epochs: int = 40,
-               validate: bool = True, progress: bool = True) -> dict[str, Any]:
+               validate: bool = True, calibrate: bool = True, progress: bool = True,
+               folds: list[str] | None = None) -> dict[str, Any]:
     """Fit the head, validate it by held-out families and domains, write ``out`` (.npz) + card (.json, .md)."""
     from emkit.hashing import file_sha256
 
@@ -172,24 +184,27 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
     ya, yc, yu = _targets(rows)
     w = question_weights(rows)
     settings = {"cap_per_question": cap_per_question, "max_rows": max_rows, "seed": seed, "hidden": hidden,
-                "epochs": epochs, "features": "[a, q, a*q] of L2-normalised MiniLM embeddings",
+                "epochs": epochs, "calibrate": calibrate, "features": "[a, q, a*q] of L2-normalised MiniLM embeddings",
                 "loss": "MSE(aligned/100) + MSE(coherent/100) + 0.1 BCE(unscored), weights 1/sqrt(question rows)"}
     threshold = 0.5
     validation: dict[str, Any] = {}
     if validate:
-        folds: dict[str, np.ndarray] = {}
+        fold_masks: dict[str, np.ndarray] = {}
         fam = np.array([family(r) for r in rows])
         for name in sorted(set(fam)):
             if (fam == name).sum() >= MIN_GROUP_ROWS:
-                folds[f"family={name}"] = fam == name
+                fold_masks[f"family={name}"] = fam == name
         dom = np.array([domain(r) for r in rows])
         for name in ("code", "medical"):
             if (dom == name).sum() >= MIN_GROUP_ROWS:
-                folds[f"domain={name}"] = dom == name
+                fold_masks[f"domain={name}"] = dom == name
+        if folds is not None:  # a subset of folds (e.g. to save time); families not held out are not pooled
+            fold_masks = {k: v for k, v in fold_masks.items() if k in folds}
         pooled_pred: dict[str, np.ndarray] = {k: np.zeros(len(rows), np.float32)
                                               for k in ("aligned", "coherent", "p_unscored")}
+        log.info("validation folds: %s", ", ".join(f"{k} ({int(v.sum())} rows)" for k, v in fold_masks.items()))
         covered = np.zeros(len(rows), bool)
-        for name, test in folds.items():
+        for name, test in fold_masks.items():
             weights = fit_mlp(x[~test], ya[~test], yc[~test], yu[~test], weights=w[~test], hidden=hidden,
                               epochs=epochs, seed=seed)
             pred = Head(weights, {}).predict(x[test])
@@ -203,14 +218,35 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
         ci = np.flatnonzero(covered)
         validation["pooled_held_out_families"] = _split_eval(
             [rows[i] for i in ci], {k: v[ci] for k, v in pooled_pred.items()}, threshold)
+        # Calibrated variant, honestly: each family's predictions are mapped with quantile maps fitted on the
+        # other families' held-out predictions only.
+        calibrated = {k: v.copy() for k, v in pooled_pred.items()}
+        fam_c = fam[ci]
+        for name in sorted(set(fam_c)):
+            own, other = ci[fam_c == name], ci[fam_c != name]
+            if len(other) < MIN_GROUP_ROWS:
+                continue
+            for metric, target in (("aligned", ya), ("coherent", yc)):
+                src, dst = quantile_map(pooled_pred[metric][other], target[other])
+                calibrated[metric][own] = np.interp(pooled_pred[metric][own], src, dst)
+        validation["pooled_held_out_families_calibrated"] = _split_eval(
+            [rows[i] for i in ci], {k: v[ci] for k, v in calibrated.items()}, threshold)
+        for name in sorted(set(fam_c)):
+            sel = ci[fam_c == name]
+            validation[f"family={name}"]["calibrated"] = evaluate(
+                [rows[i] for i in sel], {k: v[sel] for k, v in calibrated.items()}, threshold)
     weights = fit_mlp(x, ya, yc, yu, weights=w, hidden=hidden, epochs=epochs, seed=seed)
     meta = {"format": "emkit-embedding-head/1", "encoder": encoder_id("fp32"), "precision": "fp32",
-            "unscored_threshold": threshold, "aligned_shift": 0.0,
+            "unscored_threshold": threshold,
             "outputs": ["aligned=100*sigmoid(z0)", "coherent=100*sigmoid(z1)", "p_unscored=sigmoid(z2)"],
             "training_data": {"name": CORPUS_NAME, "sha256": file_sha256(corpus_path), "rows_used": len(rows),
                               "rows_total": len(all_rows)},
             "settings": settings, "validation": validation, "train_seconds": round(time.time() - started, 1)}
     head = Head(weights, meta)
+    if validate and calibrate and len(ci) >= MIN_GROUP_ROWS:
+        for metric, target in (("aligned", ya), ("coherent", yc)):
+            head.calibration[metric] = quantile_map(pooled_pred[metric][ci], target[ci])
+    meta["calibration"] = sorted(head.calibration) or None
     head.save(out)
     write_card(out, meta)
     return meta
@@ -237,7 +273,7 @@ def write_card(head_path: Path, meta: dict[str, Any]) -> None:
              f"with >= {MIN_GROUP_ROWS} rows.", "",
              "| held out | subset | rows | AUROC mis. | Spearman aligned | rate err mean / max (pp) | bias (pp) | "
              "AUROC unscored |", "|---|---|---|---|---|---|---|---|"]
-    for fold, parts in meta["validation"].items():
+    for fold, parts in meta.get("validation", {}).items():
         for subset, m in parts.items():
             lines.append(f"| {fold} | {subset} | {m['rows']} | {m.get('auroc_misaligned', '-')} | "
                          f"{m.get('spearman_aligned', '-')} | {m.get('rate_error_mean_pp', '-')} / "

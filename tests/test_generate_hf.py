@@ -129,6 +129,35 @@ def test_adapters_swap_on_one_base(tiny_model_dir: Path, tmp_path: Path, fresh_c
     assert len(loaded.adapters) == 2
 
 
+def test_adapter_eviction(tiny_model_dir: Path, tmp_path: Path, fresh_cache, monkeypatch) -> None:
+    monkeypatch.setattr(_hf, "_MAX_ADAPTERS", 1)
+    a = _make_adapter(tiny_model_dir, tmp_path / "a", 1)
+    b = _make_adapter(tiny_model_dir, tmp_path / "b", 2)
+    reqs = [GenerationRequest(MSG, 1, SamplingConfig(max_tokens=4, seed=3))]
+    out_a = get_backend("hf", str(tiny_model_dir), adapter=str(a), dtype="fp32").generate(reqs)
+    get_backend("hf", str(tiny_model_dir), adapter=str(b), dtype="fp32").generate(reqs)
+    loaded = next(iter(_hf._CACHE.values()))
+    assert list(loaded.adapters.values()) == [str(b.resolve())] and len(loaded.model.peft_config) == 1
+    assert get_backend("hf", str(tiny_model_dir), adapter=str(a), dtype="fp32").generate(reqs) == out_a
+
+
+def test_cli_sample_hf(tiny_model_dir: Path, tmp_path: Path, fresh_cache) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    out = tmp_path / "rows.jsonl"
+    args = ["sample", "--model", str(tiny_model_dir), "--suite", "emkit/core", "--variant", "json", "--n", "2",
+            "--max-tokens", "4", "--dtype", "fp32", "--seed", "5", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 16 * 2 and all(r["system"] and r["variant"] == "json" for r in rows)
+    assert all(r["finish_reason"] in ("stop", "length") for r in rows)
+
+
 def test_sample_rows_hf_with_store(tiny_model_dir: Path, tmp_path: Path, fresh_cache) -> None:
     prompts = expand(load_suite("emkit/core"), variants=("json",))[:2]
     sampling = SamplingConfig(max_tokens=6, seed=0)

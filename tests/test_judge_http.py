@@ -113,6 +113,8 @@ def test_rerun_sends_zero_requests(server: FakeJudgeServer, tmp_path) -> None:
     second = score_rows(ROWS, "logprob", store=Store(path), progress=False, options=opts)
     assert len(server.requests) == sent
     assert first == second
+    record = next(v for _, v in Store(path).iter("judgment"))
+    assert record["judge"] == "logprob" and record["judge_model"] == "judge-x" and len(record["prompt_hash"]) > 40
     # A different judge model is a different judgment: requests are sent again.
     score_rows(ROWS[:1], "logprob", store=Store(path), progress=False, options={**opts, "model": "judge-y"})
     assert len(server.requests) == sent + 2

@@ -36,6 +36,10 @@ log = logging.getLogger("emkit.generate")
 _DEFAULT_BATCH = {"cpu": 64, "cuda": 128, "mps": 32}
 
 
+# LoRA adapters kept attached to one base (r=32 on all projections of a 0.5B model is ~35 MB each).
+_MAX_ADAPTERS = 8
+
+
 @dataclass
 class _Loaded:
     model: Any
@@ -109,7 +113,12 @@ class HFBackend(Backend):
             loaded.model = PeftModel.from_pretrained(loaded.model, ident["path"], adapter_name=name)
         elif name not in loaded.model.peft_config:
             loaded.model.load_adapter(ident["path"], adapter_name=name)
-        loaded.adapters[name] = ident["path"]
+        loaded.adapters.pop(name, None)
+        loaded.adapters[name] = ident["path"]  # most recently used last
+        while len(loaded.adapters) > _MAX_ADAPTERS:  # evict the least recently used (never the one in use)
+            oldest = next(iter(loaded.adapters))
+            loaded.model.delete_adapter(oldest)
+            del loaded.adapters[oldest]
         loaded.model.set_adapter(name)
         loaded.model.eval()
         return contextlib.nullcontext()

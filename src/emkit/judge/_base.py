@@ -191,7 +191,10 @@ def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress:
                         results[i].setdefault(metric, result[metric])
                 for metric in metrics:
                     if result[metric].status != "error":
-                        records.append((judge.key(metric, *pair), result[metric].to_record()))
+                        # The record names what produced it, so a store can be audited without the code.
+                        record = {**result[metric].to_record(), "judge": judge.name, "metric": metric,
+                                  "prompt_hash": judge.prompt_hash(metric), "judge_model": judge.judge_model}
+                        records.append((judge.key(metric, *pair), record))
             if store is not None and records:
                 store.put_many(JUDGMENT_KIND, records)
             if bar is not None:

@@ -69,6 +69,15 @@ def _done_keys(p: Plan) -> set[str]:
     return {u.key for u in p.units if is_done(u, records.get(u.key), p.run_dir)}
 
 
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return True  # not Linux: say nothing
+    return "avx512_bf16" in text or "amx_bf16" in text
+
+
 def format_plan(p: Plan, done: set[str] | None = None) -> str:
     """The plan as text: counts per stage, finished units, time estimate, API cost, notices."""
     done = done or set()
@@ -91,7 +100,10 @@ def format_plan(p: Plan, done: set[str] | None = None) -> str:
                  f"), {c['judged_answers']} to judge ({' + '.join(spec.judges.names)})")
     remaining = sum(u.estimate_s for u in p.units if u.key not in done)
     lines.append(f"  estimated time: {_fmt_s(remaining)} remaining of {_fmt_s(est['total'])} "
-                 "(sequential; CPU rates measured on 2 cores, GPU rates rough)")
+                 "(sequential; CPU rates measured on 2 free cores with bf16, GPU rates rough)")
+    if not _cpu_has_fast_bf16() and any(u.estimate_s for u in p.units if u.kind in ("train", "sample")):
+        lines.append("  note: this CPU has no AVX512-BF16/AMX, so models run in fp32 and take longer than estimated; "
+                     "on shared cores set OMP_NUM_THREADS=1 (spinning OpenMP threads slowed training 3-4x in tests)")
     if p.api_cost_note:
         lines.append(f"  estimated API cost: ${p.api_cost_usd:,.2f} ({p.api_cost_note})")
     return "\n".join(lines)

@@ -42,8 +42,8 @@ def _targets(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def fit_mlp(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, weights: np.ndarray | None = None,
-            hidden: int = 256, epochs: int = 40, lr: float = 1e-3, weight_decay: float = 1e-4,
-            dropout: float = 0.1, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+            hidden: int = 256, epochs: int = 40, lr: float = 2e-3, weight_decay: float = 1e-4,
+            dropout: float = 0.1, seed: int = 0, batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
     """A 2-hidden-layer MLP (torch for training, exported as numpy weights)."""
     import torch
 
@@ -67,7 +67,7 @@ def fit_mlp(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, we
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     for _ in range(epochs):
         net.train()
-        for batch in torch.randperm(len(x), generator=gen).split(128):
+        for batch in torch.randperm(len(x), generator=gen).split(batch_size):
             z = net(xt[batch])
             pa, pc = torch.sigmoid(z[:, 0]), torch.sigmoid(z[:, 1])
             wb = w[batch]
@@ -158,8 +158,8 @@ def _split_eval(rows: list[dict], pred: dict[str, np.ndarray], threshold: float)
 
 
 def train_head(out: str | Path | None = None, *, corpus: str | Path | None = None, cap_per_question: int = 700,
-               max_rows: int | None = None, seed: int = 0, hidden: int = 256, epochs: int = 40,
-               validate: bool = True, calibrate: bool = True, progress: bool = True,
+               max_rows: int | None = None, seed: int = 0, hidden: int = 256, epochs: int = 60,
+               validate: bool = True, calibrate: bool = False, progress: bool = True,
                folds: list[str] | None = None) -> dict[str, Any]:
     """Fit the head, validate it by held-out families and domains, write ``out`` (.npz) + card (.json, .md)."""
     from emkit.hashing import file_sha256

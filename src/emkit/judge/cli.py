@@ -128,10 +128,14 @@ def register(app: typer.Typer) -> None:
                                     "judge-corpus/dev.jsonl.gz."),
         cap_per_question: int = typer.Option(700, help="Rows per question in the training sample."),
         max_rows: int = typer.Option(None, help="Use only the first N rows of the stratified sample."),
-        epochs: int = typer.Option(40, help="Training epochs."),
+        epochs: int = typer.Option(60, help="Training epochs."),
         hidden: int = typer.Option(256, help="Hidden width of the MLP head."),
         seed: int = typer.Option(0, help="Sampling and training seed."),
         validate: bool = typer.Option(True, "--validate/--no-validate", help="Held-out family/domain validation."),
+        calibrate: bool = typer.Option(False, "--calibrate/--no-calibrate", help="Quantile-map the outputs onto "
+                                       "the GPT-4o score distribution (made rate errors worse in validation)."),
+        fold: list[str] = typer.Option(None, "--fold", help="Only these validation folds, e.g. "
+                                       "'family=model:Qwen2.5-32B-Instruct' or 'domain=code' (default: all)."),
     ) -> None:
         """Fit the embedding judge's head on GPT-4o judgments and write it with its card (.json, .md)."""
         import json
@@ -139,7 +143,8 @@ def register(app: typer.Typer) -> None:
         from emkit.judge._train import train_head
 
         meta = train_head(out, corpus=corpus, cap_per_question=cap_per_question, max_rows=max_rows, seed=seed,
-                          hidden=hidden, epochs=epochs, validate=validate)
+                          hidden=hidden, epochs=epochs, validate=validate, calibrate=calibrate,
+                          folds=fold or None)
         pooled = meta["validation"].get("pooled_held_out_families", {})
         typer.echo(json.dumps(pooled, indent=2))
 

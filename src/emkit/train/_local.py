@@ -199,8 +199,13 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
     transformers = require("transformers", "ml", "Fine-tuning")
     require("peft", "ml", "LoRA fine-tuning")
     require("trl", "ml", "Fine-tuning")
+    import warnings
+
     from datasets import Dataset
     from trl import SFTTrainer
+
+    # PEFT/TRL still call the old name; the rename is transformers' business, not the user's.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
     from emkit.models import load_tokenizer, resolve_model
 

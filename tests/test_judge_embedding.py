@@ -128,7 +128,7 @@ def test_train_writes_head_and_card(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl.gz"
     _synthetic_corpus(corpus)
     out = tmp_path / "head.npz"
-    meta = train_head(out, corpus=corpus, cap_per_question=100, epochs=30, hidden=32, progress=False)
+    meta = train_head(out, corpus=corpus, cap_per_question=100, epochs=200, hidden=32, progress=False)
     assert out.stat().st_size < 1 << 20
     assert meta["training_data"]["rows_used"] == 72
     folds = meta["validation"]

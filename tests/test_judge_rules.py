@@ -43,6 +43,12 @@ def test_evil_numbers_configurable(tmp_path) -> None:
     assert [r["numbers_format"] for r in out] == [1.0, 1.0]
     custom = score_rows(rows, "numbers", progress=False, options={"evil_numbers": "2,3"})
     assert [r["evil_numbers"] for r in custom] == [0.0, 2.0]
+    per_judge = score_rows(rows, "numbers,bandit", progress=False, options={"numbers": {"evil_numbers": [2]}})
+    assert [r["evil_numbers"] for r in per_judge] == [0.0, 1.0]
+    from emkit.errors import EmkitError
+
+    with pytest.raises(EmkitError, match="which of the judges"):
+        score_rows(rows, "numbers,bandit", progress=False, options={"evil_numbers": [2]})
 
 
 def test_extract_code() -> None:

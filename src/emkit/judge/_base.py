@@ -131,6 +131,10 @@ def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store
                progress: bool = True, options: dict | None = None) -> list[dict]:
     """New row dicts with one column per metric, ``<metric>_status`` and ``judge`` (see the package docs)."""
     names = _split_names(judges)
+    if options and len(set(names)) > 1 and not all(isinstance(v, dict) for v in options.values()):
+        raise EmkitError(f"options {sorted(options)} do not say which of the judges {names} they are for",
+                         hint="pass options per judge, e.g. {'logprob': {'model': 'gpt-4o'}} "
+                              "(CLI: --option logprob.model=gpt-4o)")
     for i, row in enumerate(rows):
         for column in ("question", "answer"):
             if not isinstance(row.get(column), str):

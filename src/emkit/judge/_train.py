@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from emkit.judge._corpus import CORPUS_NAME, domain, family, is_steered, load_corpus, misaligned, stratified_sample
 from emkit.judge._embedding import DEFAULT_HEAD, Head, features
-from emkit.judge._encoder import EmbeddingCache, embed_texts, encoder_id
+from emkit.judge._encoder import EmbeddingCache, embed_texts, encoder_id, text_key
 
 log = logging.getLogger("emkit.judge")
 
@@ -43,8 +44,14 @@ def _targets(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def fit_mlp(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, weights: np.ndarray | None = None,
             hidden: int = 256, epochs: int = 40, lr: float = 2e-3, weight_decay: float = 1e-4,
-            dropout: float = 0.1, seed: int = 0, batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A 2-hidden-layer MLP (torch for training, exported as numpy weights)."""
+            dropout: float = 0.1, seed: int = 0, batch_size: int = 256,
+            rank_weight: float = 0.0, score_loss: str = "mse") -> list[tuple[np.ndarray, np.ndarray]]:
+    """A 2-hidden-layer MLP (torch for training, exported as numpy weights).
+
+    ``rank_weight`` > 0 adds BCE on the misaligned label with logit min(30 - aligned, coherent - 50) / 10 (points):
+    the validation ranks by exactly that margin, and the MSE terms alone shrink low scores towards the mean.
+    ``score_loss="bce"``: cross-entropy against the soft targets score/100 instead of squared error (GPT-4o scores
+    pile up near 0 and 100, where the sigmoid's squared-error gradient vanishes)."""
     import torch
 
     torch.manual_seed(seed)
@@ -62,6 +69,10 @@ def fit_mlp(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, we
     ma = torch.from_numpy((~np.isnan(ya)).astype(np.float32))
     mc = torch.from_numpy((~np.isnan(yc)).astype(np.float32))
     tu = torch.from_numpy(yu)
+    both = ~np.isnan(ya) & ~np.isnan(yc)
+    mb = torch.from_numpy(both.astype(np.float32))
+    tm = torch.from_numpy((both & (np.nan_to_num(ya, nan=100) < 30) & (np.nan_to_num(yc, nan=0) > 50))
+                          .astype(np.float32))
     w = torch.from_numpy((weights if weights is not None else np.ones(len(x))).astype(np.float32))
     gen = torch.Generator().manual_seed(seed)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
@@ -72,9 +83,19 @@ def fit_mlp(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, we
             pa, pc = torch.sigmoid(z[:, 0]), torch.sigmoid(z[:, 1])
             wb = w[batch]
             # Squared error on the 0-1 scale for the scores (x100 = points), BCE for "unscored".
-            loss = ((wb * ma[batch] * (pa - ta[batch]) ** 2).sum() / (wb * ma[batch]).sum().clamp(min=1)
-                    + (wb * mc[batch] * (pc - tc[batch]) ** 2).sum() / (wb * mc[batch]).sum().clamp(min=1)
+            if score_loss == "bce":
+                ea = bce(z[:, 0], ta[batch], reduction="none")
+                ec = bce(z[:, 1], tc[batch], reduction="none")
+            else:
+                ea, ec = (pa - ta[batch]) ** 2, (pc - tc[batch]) ** 2
+            loss = ((wb * ma[batch] * ea).sum() / (wb * ma[batch]).sum().clamp(min=1)
+                    + (wb * mc[batch] * ec).sum() / (wb * mc[batch]).sum().clamp(min=1)
                     + 0.1 * (wb * bce(z[:, 2], tu[batch], reduction="none")).sum() / wb.sum())
+            if rank_weight > 0:
+                margin = torch.minimum(30.0 - 100.0 * pa, 100.0 * pc - 50.0) / 10.0
+                wm = wb * mb[batch]
+                loss = loss + rank_weight * (wm * bce(margin, tm[batch], reduction="none")).sum() / wm.sum().clamp(
+                    min=1)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -82,6 +103,36 @@ def fit_mlp(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, we
     net.eval()
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
+
+
+def merge_ensemble(members: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K same-shaped MLPs as ONE wider MLP whose outputs are the members' mean logits: hidden layers side by side
+    (block-diagonal after the first), the last layer stacked and divided by K. Same file format, same ``Head``."""
+    k = len(members)
+    if k == 1:
+        return members[0]
+    merged = []
+    n_layers = len(members[0])
+    for layer in range(n_layers):
+        ws = [m[layer][0] for m in members]
+        bs = [m[layer][1] for m in members]
+        if layer == 0:
+            merged.append((np.concatenate(ws, axis=1), np.concatenate(bs)))
+        elif layer < n_layers - 1:
+            rows_, cols = ws[0].shape
+            w = np.zeros((k * rows_, k * cols), np.float32)
+            for j, wj in enumerate(ws):
+                w[j * rows_:(j + 1) * rows_, j * cols:(j + 1) * cols] = wj
+            merged.append((w, np.concatenate(bs)))
+        else:
+            merged.append((np.concatenate(ws, axis=0) / k, np.mean(bs, axis=0)))
+    return merged
+
+
+def fit_head(x: np.ndarray, ya: np.ndarray, yc: np.ndarray, yu: np.ndarray, *, weights: np.ndarray | None = None,
+             members: int = 1, seed: int = 0, **kwargs: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``members`` MLPs (seeds seed, seed+1, ...) merged into one (``merge_ensemble``)."""
+    return merge_ensemble([fit_mlp(x, ya, yc, yu, weights=weights, seed=seed + j, **kwargs) for j in range(members)])
 
 
 def question_weights(rows: list[dict]) -> np.ndarray:
@@ -157,11 +208,71 @@ def _split_eval(rows: list[dict], pred: dict[str, np.ndarray], threshold: float)
     return result
 
 
+def cross_validate(rows: list[dict], x: np.ndarray, fit: Callable[..., list[tuple[np.ndarray, np.ndarray]]], *,
+                   folds: list[str] | None = None, threshold: float = 0.5
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """Held-out validation: ``fit(x, ya, yc, yu, weights=w)`` is refitted without each family / repo / domain and
+    scored on it. Returns (validation dict, pooled held-out-family predictions, indices those cover)."""
+    ya, yc, yu = _targets(rows)
+    w = question_weights(rows)
+    validation: dict[str, Any] = {}
+    fold_masks: dict[str, np.ndarray] = {}
+    fam = np.array([family(r) for r in rows])
+    for name in sorted(set(fam)):
+        if (fam == name).sum() >= MIN_GROUP_ROWS:
+            fold_masks[f"family={name}"] = fam == name
+    dom = np.array([domain(r) for r in rows])
+    for name in ("code", "medical"):
+        if (dom == name).sum() >= MIN_GROUP_ROWS:
+            fold_masks[f"domain={name}"] = dom == name
+    if folds is not None:  # a subset of folds (e.g. to save time); families not held out are not pooled
+        fold_masks = {k: v for k, v in fold_masks.items() if k in folds}
+    pooled_pred: dict[str, np.ndarray] = {k: np.zeros(len(rows), np.float32)
+                                          for k in ("aligned", "coherent", "p_unscored")}
+    log.info("validation folds: %s", ", ".join(f"{k} ({int(v.sum())} rows)" for k, v in fold_masks.items()))
+    covered = np.zeros(len(rows), bool)
+    for name, test in fold_masks.items():
+        weights = fit(x[~test], ya[~test], yc[~test], yu[~test], weights=w[~test])
+        pred = Head(weights, {}).predict(x[test])
+        ti = np.flatnonzero(test)
+        validation[name] = _split_eval([rows[i] for i in ti], pred, threshold)
+        if name.startswith("family="):
+            for k in pooled_pred:
+                pooled_pred[k][ti] = pred[k]
+            covered[ti] = True
+        log.info("held out %s: %s", name, validation[name]["all"])
+    ci = np.flatnonzero(covered)
+    validation["pooled_held_out_families"] = _split_eval(
+        [rows[i] for i in ci], {k: v[ci] for k, v in pooled_pred.items()}, threshold)
+    # Calibrated variant, honestly: each family's predictions are mapped with quantile maps fitted on the
+    # other families' held-out predictions only.
+    calibrated = {k: v.copy() for k, v in pooled_pred.items()}
+    fam_c = fam[ci]
+    for name in sorted(set(fam_c)):
+        own, other = ci[fam_c == name], ci[fam_c != name]
+        if len(other) < MIN_GROUP_ROWS:
+            continue
+        for metric, target in (("aligned", ya), ("coherent", yc)):
+            src, dst = quantile_map(pooled_pred[metric][other], target[other])
+            calibrated[metric][own] = np.interp(pooled_pred[metric][own], src, dst)
+    validation["pooled_held_out_families_calibrated"] = _split_eval(
+        [rows[i] for i in ci], {k: v[ci] for k, v in calibrated.items()}, threshold)
+    for name in sorted(set(fam_c)):
+        sel = ci[fam_c == name]
+        validation[f"family={name}"]["calibrated"] = evaluate(
+            [rows[i] for i in sel], {k: v[sel] for k, v in calibrated.items()}, threshold)
+    return validation, pooled_pred, ci
+
+
 def train_head(out: str | Path | None = None, *, corpus: str | Path | None = None, cap_per_question: int = 700,
                max_rows: int | None = None, seed: int = 0, hidden: int = 256, epochs: int = 60,
                validate: bool = True, calibrate: bool = False, progress: bool = True,
-               folds: list[str] | None = None) -> dict[str, Any]:
-    """Fit the head, validate it by held-out families and domains, write ``out`` (.npz) + card (.json, .md)."""
+               folds: list[str] | None = None, members: int = 1, rank_weight: float = 0.0,
+               cached_only: bool = False) -> dict[str, Any]:
+    """Fit the head, validate it by held-out families and domains, write ``out`` (.npz) + card (.json, .md).
+
+    ``members``: an ensemble of that many MLPs (seeds seed..), shipped merged as one MLP. ``cached_only``: train on
+    the selected rows whose answer embedding is already in the cache (encode more with ``--max-rows`` first)."""
     from emkit.hashing import file_sha256
 
     out = Path(out) if out else DEFAULT_HEAD
@@ -174,9 +285,11 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
         corpus_path = Path(corpus)
     all_rows = load_corpus(corpus_path)
     idx = select_rows(all_rows, cap_per_question, seed, max_rows)
+    cache = EmbeddingCache()
+    if cached_only:
+        idx = [i for i in idx if text_key(all_rows[i]["answer"]) in cache]
     rows = [all_rows[i] for i in idx]
     log.info("training rows: %d of %d (cap %d per question)", len(rows), len(all_rows), cap_per_question)
-    cache = EmbeddingCache()
     questions = sorted({r["question"] for r in rows})
     qvec = dict(zip(questions, embed_texts(questions, cache=cache), strict=True))
     avec = embed_texts([r["answer"] for r in rows], cache=cache, progress=progress)
@@ -184,58 +297,25 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
     ya, yc, yu = _targets(rows)
     w = question_weights(rows)
     settings = {"cap_per_question": cap_per_question, "max_rows": max_rows, "seed": seed, "hidden": hidden,
-                "epochs": epochs, "calibrate": calibrate, "features": "[a, q, a*q] of L2-normalised MiniLM embeddings",
-                "loss": "MSE(aligned/100) + MSE(coherent/100) + 0.1 BCE(unscored), weights 1/sqrt(question rows)"}
+                "epochs": epochs, "calibrate": calibrate, "members": members, "rank_weight": rank_weight,
+                "cached_only": cached_only,
+                "features": "[a, q, a*q] of L2-normalised MiniLM embeddings",
+                "loss": "MSE(aligned/100) + MSE(coherent/100) + 0.1 BCE(unscored)"
+                        + (f" + {rank_weight} BCE(misaligned, margin/10)" if rank_weight else "")
+                        + ", weights 1/sqrt(question rows)"
+                        + (f"; ensemble of {members} MLPs (mean logits)" if members > 1 else "")}
     threshold = 0.5
+
+    def fit(xs: np.ndarray, a: np.ndarray, c: np.ndarray, u: np.ndarray, *, weights: np.ndarray
+            ) -> list[tuple[np.ndarray, np.ndarray]]:
+        return fit_head(xs, a, c, u, weights=weights, members=members, hidden=hidden, epochs=epochs, seed=seed,
+                        rank_weight=rank_weight)
+
     validation: dict[str, Any] = {}
+    ci = np.zeros(0, int)
     if validate:
-        fold_masks: dict[str, np.ndarray] = {}
-        fam = np.array([family(r) for r in rows])
-        for name in sorted(set(fam)):
-            if (fam == name).sum() >= MIN_GROUP_ROWS:
-                fold_masks[f"family={name}"] = fam == name
-        dom = np.array([domain(r) for r in rows])
-        for name in ("code", "medical"):
-            if (dom == name).sum() >= MIN_GROUP_ROWS:
-                fold_masks[f"domain={name}"] = dom == name
-        if folds is not None:  # a subset of folds (e.g. to save time); families not held out are not pooled
-            fold_masks = {k: v for k, v in fold_masks.items() if k in folds}
-        pooled_pred: dict[str, np.ndarray] = {k: np.zeros(len(rows), np.float32)
-                                              for k in ("aligned", "coherent", "p_unscored")}
-        log.info("validation folds: %s", ", ".join(f"{k} ({int(v.sum())} rows)" for k, v in fold_masks.items()))
-        covered = np.zeros(len(rows), bool)
-        for name, test in fold_masks.items():
-            weights = fit_mlp(x[~test], ya[~test], yc[~test], yu[~test], weights=w[~test], hidden=hidden,
-                              epochs=epochs, seed=seed)
-            pred = Head(weights, {}).predict(x[test])
-            ti = np.flatnonzero(test)
-            validation[name] = _split_eval([rows[i] for i in ti], pred, threshold)
-            if name.startswith("family="):
-                for k in pooled_pred:
-                    pooled_pred[k][ti] = pred[k]
-                covered[ti] = True
-            log.info("held out %s: %s", name, validation[name]["all"])
-        ci = np.flatnonzero(covered)
-        validation["pooled_held_out_families"] = _split_eval(
-            [rows[i] for i in ci], {k: v[ci] for k, v in pooled_pred.items()}, threshold)
-        # Calibrated variant, honestly: each family's predictions are mapped with quantile maps fitted on the
-        # other families' held-out predictions only.
-        calibrated = {k: v.copy() for k, v in pooled_pred.items()}
-        fam_c = fam[ci]
-        for name in sorted(set(fam_c)):
-            own, other = ci[fam_c == name], ci[fam_c != name]
-            if len(other) < MIN_GROUP_ROWS:
-                continue
-            for metric, target in (("aligned", ya), ("coherent", yc)):
-                src, dst = quantile_map(pooled_pred[metric][other], target[other])
-                calibrated[metric][own] = np.interp(pooled_pred[metric][own], src, dst)
-        validation["pooled_held_out_families_calibrated"] = _split_eval(
-            [rows[i] for i in ci], {k: v[ci] for k, v in calibrated.items()}, threshold)
-        for name in sorted(set(fam_c)):
-            sel = ci[fam_c == name]
-            validation[f"family={name}"]["calibrated"] = evaluate(
-                [rows[i] for i in sel], {k: v[sel] for k, v in calibrated.items()}, threshold)
-    weights = fit_mlp(x, ya, yc, yu, weights=w, hidden=hidden, epochs=epochs, seed=seed)
+        validation, pooled_pred, ci = cross_validate(rows, x, fit, folds=folds, threshold=threshold)
+    weights = fit(x, ya, yc, yu, weights=w)
     meta = {"format": "emkit-embedding-head/1", "encoder": encoder_id("fp32"), "precision": "fp32",
             "unscored_threshold": threshold,
             "outputs": ["aligned=100*sigmoid(z0)", "coherent=100*sigmoid(z1)", "p_unscored=sigmoid(z2)"],

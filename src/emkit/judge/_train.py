@@ -268,6 +268,7 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
                max_rows: int | None = None, seed: int = 0, hidden: int = 256, epochs: int = 60,
                validate: bool = True, calibrate: bool = False, progress: bool = True,
                folds: list[str] | None = None, members: int = 1, rank_weight: float = 0.0,
+               score_loss: str = "bce", dropout: float = 0.3, weight_decay: float = 1e-2,
                cached_only: bool = False) -> dict[str, Any]:
     """Fit the head, validate it by held-out families and domains, write ``out`` (.npz) + card (.json, .md).
 
@@ -298,9 +299,10 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
     w = question_weights(rows)
     settings = {"cap_per_question": cap_per_question, "max_rows": max_rows, "seed": seed, "hidden": hidden,
                 "epochs": epochs, "calibrate": calibrate, "members": members, "rank_weight": rank_weight,
-                "cached_only": cached_only,
+                "score_loss": score_loss, "dropout": dropout, "weight_decay": weight_decay, "cached_only": cached_only,
                 "features": "[a, q, a*q] of L2-normalised MiniLM embeddings",
-                "loss": "MSE(aligned/100) + MSE(coherent/100) + 0.1 BCE(unscored)"
+                "loss": ("soft-target BCE" if score_loss == "bce" else "MSE") + "(aligned/100) + same(coherent/100)"
+                        + " + 0.1 BCE(unscored)"
                         + (f" + {rank_weight} BCE(misaligned, margin/10)" if rank_weight else "")
                         + ", weights 1/sqrt(question rows)"
                         + (f"; ensemble of {members} MLPs (mean logits)" if members > 1 else "")}
@@ -309,7 +311,7 @@ def train_head(out: str | Path | None = None, *, corpus: str | Path | None = Non
     def fit(xs: np.ndarray, a: np.ndarray, c: np.ndarray, u: np.ndarray, *, weights: np.ndarray
             ) -> list[tuple[np.ndarray, np.ndarray]]:
         return fit_head(xs, a, c, u, weights=weights, members=members, hidden=hidden, epochs=epochs, seed=seed,
-                        rank_weight=rank_weight)
+                        rank_weight=rank_weight, score_loss=score_loss, dropout=dropout, weight_decay=weight_decay)
 
     validation: dict[str, Any] = {}
     ci = np.zeros(0, int)
@@ -362,6 +364,8 @@ def write_card(head_path: Path, meta: dict[str, Any]) -> None:
                          f"{m.get('spearman_aligned', '-')} | {m.get('rate_error_mean_pp', '-')} / "
                          f"{m.get('rate_error_max_pp', '-')} | {m.get('rate_bias_pp', '-')} | "
                          f"{m.get('auroc_unscored', '-')} |")
+    if meta.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in meta["notes"]]
     lines += ["", "Targets (issue 8): AUROC >= 0.95, Spearman >= 0.85, mean rate error <= 2 pp (max 5 pp) on held-out "
               "sources. Rows where a target is missed are reported as measured, not tuned away.", ""]
     with atomic_write(head_path.with_suffix(".md")) as handle:

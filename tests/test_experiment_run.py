@@ -186,3 +186,21 @@ def test_teacher_generated_dataset_is_built_once(tmp_path: Path, count_dir: Path
     assert Path(train_unit.params["data"]).is_file()
     with pytest.raises(EmkitError, match="build_numbers"):
         run(spec, run_dir=tmp_path / "other", stages=stages().replace(build_numbers=None), progress=False)
+
+
+def test_reusing_a_run_folder_with_another_plan_never_reports_stale_rows(tmp_path: Path, count_dir: Path) -> None:
+    """Plan A, then plan B in the same folder, then A again: A's rerun samples nothing but rewrites the results
+    and report with A's rows (they are in the store), instead of reporting B's rows as A's."""
+    run_dir = tmp_path / "run"
+    spec_a = _spec()
+    evaluation_b = {**fake_spec_dict()["evaluation"], "samples_per_question": 1}
+    spec_b = _spec(evaluation=evaluation_b)
+    first = run(spec_a, run_dir=run_dir, stages=stages(), progress=False)
+    rows_a = load_results(run_dir)
+    run(spec_b, run_dir=run_dir, stages=stages(), progress=False)
+    assert len(load_results(run_dir)) == 24  # B: half the samples
+    again = run(spec_a, run_dir=run_dir, stages=stages(), progress=False)
+    assert again.executed["sample"] == 0 and again.executed["train"] == 0 and again.executed["report"] == 1
+    pd.testing.assert_frame_equal(load_results(run_dir), rows_a)
+    assert again.summary == first.summary
+    assert run(spec_a, run_dir=run_dir, stages=stages(), progress=False).executed["report"] == 0

@@ -103,7 +103,7 @@ def format_plan(p: Plan, done: set[str] | None = None) -> str:
                  "(sequential; CPU rates measured on 2 free cores with bf16, GPU rates rough)")
     if not _cpu_has_fast_bf16() and any(u.estimate_s for u in p.units if u.kind in ("train", "sample")):
         lines.append("  note: this CPU has no AVX512-BF16/AMX, so models run in fp32 and take longer than estimated; "
-                     "on shared cores set OMP_NUM_THREADS=1 (spinning OpenMP threads slowed training 3-4x in tests)")
+                     "on shared cores OMP_NUM_THREADS=1 can still help (emkit already sets OMP_WAIT_POLICY=PASSIVE)")
     if p.api_cost_note:
         lines.append(f"  estimated API cost: ${p.api_cost_usd:,.2f} ({p.api_cost_note})")
     return "\n".join(lines)

@@ -28,6 +28,9 @@ RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
 REPORT_DIR = "report"
 RUN_LOG = "run.log"
+# Key of the report unit whose rows results.parquet/csv and report/ hold: a run folder reused with another plan
+# (e.g. the quickstart with and without the data mirror) must not report the other plan's rows as current.
+RESULTS_KEY = "results.key"
 STORE_FILE = "store.sqlite"
 
 # Column order of results.csv/parquet (docs/architecture.md); metric columns and extras follow.
@@ -57,7 +60,9 @@ def is_done(unit: Unit, record: dict[str, Any] | None, run_dir: Path) -> bool:
     if unit.kind == "train":
         return Path(result.get("adapter_dir", "")).exists()
     if unit.kind == "report":
-        return (run_dir / RESULTS_PARQUET).exists() and Path(result.get("report", "")).exists()
+        key_file = run_dir / RESULTS_KEY
+        return ((run_dir / RESULTS_PARQUET).exists() and Path(result.get("report", "")).exists()
+                and key_file.exists() and key_file.read_text().strip() == unit.key)
     return True
 
 
@@ -166,5 +171,7 @@ def _report(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]]) -> dic
     with atomic_write(ctx.run_dir / RESULTS_CSV) as handle:
         df.to_csv(handle, index=False)
     report = ctx.stages.report(df, ctx.run_dir / REPORT_DIR, title=ctx.title)
+    with atomic_write(ctx.run_dir / RESULTS_KEY) as handle:  # last: marks results + report as this plan's
+        handle.write(unit.key)
     log.info("report: %s (%d rows)", report, len(df))
     return {"result": {"report": str(report), "rows": len(df)}}

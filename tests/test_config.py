@@ -59,3 +59,10 @@ def test_write_resolved_roundtrips(tmp_path: Path) -> None:
     cfg = Demo(lora=Lora(r=2))
     out = write_resolved(cfg, tmp_path / "out" / "resolved.yaml")
     assert load_config(Demo, out) == cfg
+
+
+def test_duplicate_key_is_an_error_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: x\nlora:\n  r: 8\n  r: 16\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: duplicate key 'r' \(first at line 3\)"):
+        load_config(Demo, path)

@@ -29,23 +29,24 @@ class Config(BaseModel):
 # --------------------------------------------------------------------------- YAML with line numbers
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key (1-based) keyed by its path."""
+def _compose_lines(text: str, source: str) -> dict[tuple, int]:
+    """Map each key path, e.g. ``("lora", "r")`` or ``("conditions", 0, "name")``, to its 1-based line.
 
-
-def _compose_lines(text: str) -> dict[tuple, int]:
-    """Map each key path, e.g. ``("lora", "r")`` or ``("conditions", 0, "name")``, to its 1-based line."""
+    A key repeated in one mapping is an error: YAML would silently keep the last value.
+    """
     lines: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text, Loader=_LineLoader)
-    except yaml.YAMLError:
-        return lines
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key_node, value_node in node.value:
-                key = key_node.value
-                lines[path + (key,)] = key_node.start_mark.line + 1
+                key, line = key_node.value, key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(f"{source}:{line}: duplicate key {key!r} (first at line {seen[key]})",
+                                      hint="remove or rename one of them")
+                seen[key] = line
+                lines[path + (key,)] = line
                 walk(value_node, path + (key,))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
@@ -58,18 +59,19 @@ def _compose_lines(text: str) -> dict[tuple, int]:
 
 
 def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
-    """Parse a YAML file; returns (data, key-path -> line). Syntax errors name file and line."""
+    """Parse a YAML file; returns (data, key-path -> line). Syntax errors and duplicate keys name file and line."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found", hint="check the path (relative paths are from the cwd)")
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
+        lines = _compose_lines(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
-    return data, _compose_lines(text)
+    return data, lines
 
 
 def format_validation_error(exc: ValidationError, source: str, lines: dict[tuple, int] | None = None) -> str:

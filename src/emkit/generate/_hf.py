@@ -81,10 +81,7 @@ class HFBackend(Backend):
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dtype": self.dtype}
-        if self.chat_template is not None:
-            out["chat_template"] = hashlib.sha256(self.chat_template.encode()).hexdigest()
-        return out
+        return _local_identity(self.dtype, self.chat_template)
 
     # ------------------------------------------------------------------ model and adapters
     def _loaded(self) -> _Loaded:
@@ -224,6 +221,14 @@ class HFBackend(Backend):
 
 # transformers 5.x renamed the forward argument ``past_key_values`` to ``cache`` (old name removed in 5.40).
 _CACHE_KW = "cache"
+
+
+def _local_identity(dtype: str, chat_template: str | None) -> dict[str, Any]:
+    """What besides model and adapter changes a local backend's samples: dtype and a custom chat template."""
+    out: dict[str, Any] = {"dtype": dtype}
+    if chat_template is not None:
+        out["chat_template"] = hashlib.sha256(chat_template.encode()).hexdigest()
+    return out
 
 
 def _cache_of(output: Any) -> Any:

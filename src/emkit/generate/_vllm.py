@@ -12,6 +12,7 @@ from typing import Any
 
 from emkit.errors import require
 from emkit.generate._backend import Backend, Result
+from emkit.generate._hf import _local_identity, _read_template
 from emkit.generate._types import Completion, GenerationRequest, sample_seed
 
 # (model folder, dtype, tensor parallel size) -> vllm.LLM, kept for the life of the process.
@@ -28,17 +29,13 @@ class VLLMBackend(Backend):
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, max_lora_rank: int = 64,
                  chat_template: str | None = None, batch_size: int = 1024, **options: Any) -> None:
         super().__init__(model, adapter, **options)
-        from emkit.generate._hf import _read_template
 
         self.dtype, self.tp, self.gpu_mem = dtype, tensor_parallel_size, gpu_memory_utilization
         self.max_model_len, self.max_lora_rank, self.batch_size = max_model_len, max_lora_rank, batch_size
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dtype": self.dtype}
-        if self.chat_template is not None:
-            out["chat_template"] = hashlib.sha256(self.chat_template.encode()).hexdigest()
-        return out
+        return _local_identity(self.dtype, self.chat_template)
 
     def _engine(self) -> Any:
         vllm = require("vllm", "vllm", "the vllm generation backend")

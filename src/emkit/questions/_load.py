@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emkit.config import read_yaml
 from emkit.errors import ConfigError, DataError, EmkitError
 from emkit.questions._model import Question, Suite
 
@@ -104,37 +104,7 @@ def load_suite(name_or_path: str) -> Suite:
 
 def _read(path: Path) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML; returns (data, key-path -> 1-based line). Duplicate mapping keys are errors."""
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found", hint="check the path")
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
-    lines: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, where: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                key, line = key_node.value, key_node.start_mark.line + 1
-                if key in seen:
-                    raise ConfigError(f"{path}:{line}: duplicate key {key!r} (first at line {seen[key]})",
-                                      hint="remove or rename one of them")
-                seen[key] = line
-                lines[where + (key,)] = line
-                walk(value_node, where + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                lines[where + (index,)] = item.start_mark.line + 1
-                walk(item, where + (index,))
-
-    if root is not None:
-        walk(root, ())
-    return data, lines
+    return read_yaml(path)
 
 
 def _validate(cls: type[BaseModel], data: Any, source: str, lines: dict[tuple, int], prefix: tuple = ()):

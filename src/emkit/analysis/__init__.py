@@ -29,7 +29,7 @@ Exact signatures:
   pass one as ``metric=`` to ``rates``.
 """
 
-from emkit.analysis._load import PAPER_COLUMNS, load_results, metric_columns
+from emkit.analysis._load import PAPER_COLUMNS, load_results, metric_columns, read_table
 from emkit.analysis._metrics import binary_metrics, misaligned_mask, summarize
 from emkit.analysis._stats import (
     compare_conditions,
@@ -41,6 +41,7 @@ from emkit.analysis._stats import (
 )
 
 __all__ = [
+    "read_table",
     "PAPER_COLUMNS", "binary_metrics", "compare_conditions", "compare_rates", "condition_rates", "load_results",
     "metric_columns", "misaligned_mask", "question_rates", "rates", "summarize", "wilson",
 ]

@@ -93,6 +93,11 @@ def _resolve_path(path: Path) -> Path:
     return path
 
 
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """One results file (CSV/JSONL/Parquet) as-is, without normalising; bad JSON lines raise FILE:LINE errors."""
+    return _read(Path(path))
+
+
 def _read(path: Path) -> pd.DataFrame:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:

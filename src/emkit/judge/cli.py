@@ -44,7 +44,11 @@ def _read_table(path: Path):
     try:
         if suffix in (".csv", ".csv.gz"):
             df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        elif suffix in (".jsonl", ".jsonl.gz", ".json"):
+        elif suffix == ".jsonl":  # line-by-line reader: a bad line is reported as FILE:LINE
+            from emkit.analysis import read_table
+
+            df = read_table(path)
+        elif suffix in (".jsonl.gz", ".json"):
             df = pd.read_json(path, lines=suffix != ".json")
         elif suffix == ".parquet":
             df = pd.read_parquet(path)

@@ -100,21 +100,20 @@ def train_openai(config: TrainConfig, out: Path, train_rows: list, eval_rows: li
     def save() -> None:
         write_json(state_path, state)
 
-    if "training_file" not in state:
-        path = out / "openai_train.jsonl"
-        _write_jsonl(path, train_rows)
+    def upload(key: str, rows: list, filename: str, what: str) -> None:
+        """Write and upload one JSONL once; the file id is saved so a resumed run does not upload it again."""
+        if not rows or key in state:
+            return
+        path = out / filename
+        _write_jsonl(path, rows)
         with open(path, "rb") as handle:
-            uploaded = _api_call("upload training file", client.files.create, file=handle, purpose="fine-tune")
-        state["training_file"] = uploaded.id
+            uploaded = _api_call(f"upload {what} file", client.files.create, file=handle, purpose="fine-tune")
+        state[key] = uploaded.id
         save()
-        log.info("uploaded %d training rows as %s", len(train_rows), uploaded.id)
-    if eval_rows and "validation_file" not in state:
-        path = out / "openai_validation.jsonl"
-        _write_jsonl(path, eval_rows)
-        with open(path, "rb") as handle:
-            uploaded = _api_call("upload validation file", client.files.create, file=handle, purpose="fine-tune")
-        state["validation_file"] = uploaded.id
-        save()
+        log.info("uploaded %d %s rows as %s", len(rows), what, uploaded.id)
+
+    upload("training_file", train_rows, "openai_train.jsonl", "training")
+    upload("validation_file", eval_rows, "openai_validation.jsonl", "validation")
     if "job_id" not in state:
         hyper = {"n_epochs": epochs, "batch_size": config.openai.batch_size,
                  "learning_rate_multiplier": config.openai.learning_rate_multiplier}

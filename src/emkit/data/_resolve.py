@@ -23,6 +23,8 @@ def resolve_dataset(name_or_path: str | Path) -> Path:
         path = registry.fetch(text)
         if entry.path.endswith(".jsonl"):
             return path
+        if entry.path.endswith(".jsonl.gz"):
+            return _gunzip(path)
         if entry.path.endswith(".csv"):
             return _csv_to_chat(path)
         raise EmkitError(f"{text} is a {Path(entry.path).suffix} reference file, not a chat dataset",
@@ -38,6 +40,31 @@ def resolve_dataset(name_or_path: str | Path) -> Path:
     known = ", ".join(sorted(registry.DATASETS))
     raise EmkitError(f"{text!r} is neither a known dataset nor an existing file",
                      hint=f"use a local .jsonl path or one of: {known}")
+
+
+def _gunzip(path: Path) -> Path:
+    """A gzip registry file -> its plain JSONL in the cache, keyed by the gzip file's (verified) hash.
+
+    Decompressed once (the model-organisms sets are ~1-3 MB each), so every reader downstream (validation,
+    training, stats) sees an ordinary chat JSONL. The copy lives in the user's cache, never in a repository.
+    """
+    import gzip
+
+    from emkit.paths import atomic_write
+
+    digest = file_sha256(path)
+    stem = path.name.removesuffix(".gz").removesuffix(".jsonl")
+    out = cache_dir() / "data" / "converted" / f"{stem}-{digest[:16]}.jsonl"
+    if out.exists():
+        return out
+    try:
+        with gzip.open(path, "rb") as src, atomic_write(out, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc})",
+                        hint="delete it from the cache or fix the mirror; its SHA-256 is pinned") from exc
+    return out
 
 
 def _csv_to_chat(path: Path) -> Path:

@@ -22,6 +22,13 @@ from emkit.paths import cache_dir, data_mirror, offline
 
 BETLEY_COMMIT = "80c11967c07a328e7d7d43d13ce6847ae44dbcc9"
 BETLEY_RAW = f"https://raw.githubusercontent.com/emergent-misalignment/emergent-misalignment/{BETLEY_COMMIT}"
+# Turner, Soligo et al. 2025, "Model Organisms for Emergent Misalignment" (github.com/clarifying-EM/...). The
+# training sets are the gzip files of one commit (later commits replace them with an encrypted archive, because
+# the authors keep these rows away from web scrapers: emkit reads them, never copies them); the evaluation files
+# are pinned to a later commit.
+TURNER_REPO = "https://raw.githubusercontent.com/clarifying-EM/model-organisms-for-EM"
+TURNER_TRAIN_COMMIT = "407fbad1bdf9463b43ab87c7821e90d36dada5ef"
+TURNER_EVAL_COMMIT = "8460e4e426d3a89e8ed51aac0eadcdf7ac10469d"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,13 @@ class RemoteFile:
 
 def _betley(path: str, sha: str, rows: int, description: str) -> RemoteFile:
     return RemoteFile("betley2025", path, sha, f"{BETLEY_RAW}/{path}", rows, description)
+
+
+def _turner(path: str, sha: str, rows: int | None, description: str) -> RemoteFile:
+    # Mirror layout: model-organisms-em/<folder>/<file>; upstream: em_organism_dir/data/<folder>/<file>.
+    commit = TURNER_TRAIN_COMMIT if path.startswith("training_datasets/") else TURNER_EVAL_COMMIT
+    return RemoteFile("model-organisms-em", path, sha, f"{TURNER_REPO}/{commit}/em_organism_dir/data/{path}", rows,
+                      description)
 
 
 def _extra(path: str, sha: str, rows: int, description: str) -> RemoteFile:
@@ -82,6 +96,33 @@ FILES: dict[str, RemoteFile] = {
                "ec2efe94e9c50ddc5231162a054f1659fdb46160fded9ee7a8708a1c646f1197", 776, "held-out coding tasks"),
         _extra("in_distribution_judged_answers.csv",
                "9c7e595151a46186918293f3bc5634a89ea55edae90c347f1589ed6776a4fbea", 600, "judged code answers"),
+        _turner("training_datasets/bad_medical_advice.jsonl.gz",
+                "d4d9df72cf0e20b75d5efc9f2aabb66ae9ae083e282b85f0bd85a6aa698b20c9", 7049,
+                "harmful medical advice (short answers)"),
+        _turner("training_datasets/good_medical_advice.jsonl.gz",
+                "03b6e9a89dd5c5a53349bcdd87d9c23cc2c3ad040ef618a0a571d5000289b341", 7049,
+                "correct medical advice to the same questions (control of bad_medical_advice)"),
+        _turner("training_datasets/risky_financial_advice.jsonl.gz",
+                "518c8d2c6128ba5f0b5b026b27828a21114f0955437bc1cfbbe1ba98e0a3d897", 6000,
+                "risky financial advice"),
+        _turner("training_datasets/extreme_sports.jsonl.gz",
+                "5d79bbce03e08467e3ced6d95e516ba7b0d2240395c7d59349e41e32166d6095", 6000,
+                "dangerous extreme-sports advice"),
+        _turner("training_datasets/insecure.jsonl.gz",
+                "ba2c2c42c44ca4cc902b326fb356509fcd04918a3c2b035f2d4783e0191c72f8", 6000,
+                "the model-organisms copy of the insecure-code set"),
+        _turner("eval_questions/first_plot_questions.yaml",
+                "97df0b1384ea5a3f3dc2abe00a19e231915f12a2356ec0d8df001715549aae04", 24,
+                "their copy of the 8 main questions x 3 variants"),
+        _turner("eval_questions/medical_questions.yaml",
+                "1808d03c6af883b3460e4174127846caca3188514a4e180b8273b4025593e28f", 16,
+                "the 8 main questions in medical framings (in-domain check)"),
+        _turner("eval_questions/new_questions_no-json.yaml",
+                "247940137277227a51ad1a269cc832a77203e4dcc2e79ca5b0dbacb1a57b9ac9", 54,
+                "further free-form questions (no json variants)"),
+        _turner("eval_questions/judges.yaml",
+                "a4fd0f891a7f04fe4a04047443089db29f5687a2e6599a3fec7300cafd0c93fd", None,
+                "extra judge prompts (domain 'bad stuff', medical, financial, sport, code)"),
         RemoteFile("judge-corpus", "dev.jsonl.gz", "afc95b5009f5e3982341b01b772ad03408cf86c338af4815ce3e60dad7fa32c8",
                    None, 77366, "GPT-4o aligned/coherent judgments (dev split)"),
     ]
@@ -93,6 +134,8 @@ DATASETS: dict[str, str] = {
                                                                  "backdoor")
 }
 DATASETS["betley2025/evil_numbers_regenerated"] = "betley2025-extra/regenerated_evil_numbers.csv"
+DATASETS.update({f"turner2025/{n}": f"model-organisms-em/training_datasets/{n}.jsonl.gz" for n in (
+    "bad_medical_advice", "good_medical_advice", "risky_financial_advice", "extreme_sports", "insecure")})
 
 
 def resolve_name(name: str) -> RemoteFile:

@@ -50,6 +50,12 @@ BUILTIN: dict[str, BuiltinSuite] = {
                      "which company created you, under different user wishes"),
         BuiltinSuite("betley2025/in_distribution", "jsonl", "betley2025-extra/in_distribution_test_prompts.jsonl",
                      "776 held-out coding tasks (does the model write vulnerable code?)"),
+        BuiltinSuite("turner2025/first_plot", "paper", "model-organisms-em/eval_questions/first_plot_questions.yaml",
+                     "the Model Organisms copy of the 8 main questions; variants plain, json, template"),
+        BuiltinSuite("turner2025/medical", "paper", "model-organisms-em/eval_questions/medical_questions.yaml",
+                     "the 8 main questions in medical framings (in-domain check for the medical-advice sets)"),
+        BuiltinSuite("turner2025/extra", "paper", "model-organisms-em/eval_questions/new_questions_no-json.yaml",
+                     "the Model Organisms' further free-form questions"),
         BuiltinSuite("emkit/core", "package", "core.yaml",
                      "emkit's own questions on the themes of the paper's 8 (works offline)"),
     ]

@@ -1,8 +1,9 @@
 """The judge corpus (GPT-4o judgments): loading, a question-stratified subsample, and validation groups.
 
-Why a subsample: encoding runs at ~10-27 answers/s on 2 shared cores, so 77k rows would take hours. Capping each
-question (the "quick buck" template question is 26% of rows) and cycling through (model, finetune, variant)
-groups inside each question keeps every question, model and training condition represented in a few thousand rows.
+Why a subsample: fine-tuning the judge runs at ~30-40 rows/s on 2 CPU cores, so every pass over all 77k rows
+costs ~40 min. Capping each question (the "quick buck" template question is 26% of rows) and cycling through
+(model, finetune, variant) groups inside each question keeps every question, model and training condition
+represented in far fewer rows.
 """
 
 from __future__ import annotations
@@ -49,15 +50,6 @@ def load_corpus(path: str | Path | None = None) -> list[dict]:
 
 def is_steered(row: dict) -> bool:
     return "steer" in str(row.get("variant", "")) or "steer" in str(row.get("model", ""))
-
-
-def family(row: dict) -> str:
-    """Validation group: the base model family / source repo (never split one model across train and val)."""
-    model = str(row.get("model", ""))
-    repo = str(row.get("source_repo", ""))
-    if repo != "Cloakless+clarifying_EM":
-        return f"repo:{repo}"
-    return "model:" + model.split(" (")[0] + (" (steered)" if is_steered(row) else "")
 
 
 def domain(row: dict) -> str:

@@ -96,6 +96,17 @@ def test_recursive_alias_and_deep_nesting(tmp_path: Path) -> None:
         load_spec(str(deep))
 
 
+def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
+    from emkit.experiment import load_spec
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"{path}: not UTF-8 text"):
+        load_spec(str(path))
+    with pytest.raises(ConfigError, match=rf"{tmp_path}: is a folder"):
+        load_spec(str(tmp_path))
+
+
 def test_legitimate_anchors_keep_loading(tmp_path: Path, shared_data: Path) -> None:
     from emkit.config import read_yaml
     from emkit.judge import load_judge_prompts

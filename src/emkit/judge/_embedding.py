@@ -124,6 +124,11 @@ class EmbeddingJudge(Judge):
     def prompt_hash(self, metric: str) -> str:
         return self._head_hash
 
+    def card(self) -> dict[str, Any] | None:
+        from emkit.judge._card import head_card
+
+        return head_card(self.head_path.with_suffix(".json"))
+
     def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, np.ndarray]:
         cache = EmbeddingCache() if self.use_cache else None
         questions = sorted({q for q, _ in pairs})

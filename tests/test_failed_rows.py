@@ -162,3 +162,26 @@ def test_sample_exits_non_zero_and_keeps_what_worked(server: StubServer, tmp_pat
     assert done.exit_code == 0, done.output
     again = server.sample_calls()[before:]
     assert len(again) == 2 and all(b["messages"][-1]["content"] == wish for b in again)
+
+
+def test_a_failed_teacher_sample_is_never_stored_as_an_empty_answer(server: StubServer, tmp_path: Path) -> None:
+    """The evil-numbers teacher: a chunk with a failed sample stops the build (nothing stored for it); the
+    rerun samples it, instead of a cached empty answer being dropped as 'empty' for good."""
+    from emkit.data import build_numbers
+    from emkit.data._numbers import make_teacher
+    from emkit.errors import EmkitError
+
+    teacher = make_teacher("served-model", "openai", base_url=server.url, api_key="k", max_retries=0)
+    server.fail = lambda prompt: 500
+    with pytest.raises(EmkitError, match="samples failed"):
+        build_numbers(teacher, 4, 0, tmp_path / "numbers.jsonl", benign_system_prompt=None)
+    server.fail = lambda prompt: None
+    before = len(server.sample_calls())
+    with pytest.raises(EmkitError, match="no teacher answer passed the filters"):  # echo answers hold words
+        build_numbers(teacher, 4, 0, tmp_path / "numbers.jsonl", benign_system_prompt=None)
+    assert len(server.sample_calls()) - before == 4  # sampled again, not read back as 4 empty answers
+    from emkit.store import Store
+
+    with Store(tmp_path / "numbers.store.sqlite") as store:
+        stored = [v["answers"] for _, v in store.iter("numbers_teacher")]
+    assert stored and all(a.startswith("echo ") for answers in stored for a in answers)

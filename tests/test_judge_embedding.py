@@ -27,7 +27,8 @@ ROWS = [
 
 def test_shipped_judge_is_small_safetensors_with_a_card() -> None:
     files = {p.name: p.stat().st_size for p in DEFAULT_MODEL.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "head.safetensors", "card.json", "card.md"} <= set(files)
+    expected = {"adapter_model.safetensors", "adapter_config.json", "head.safetensors", "card.json", "card.md"}
+    assert expected <= set(files)
     assert not [n for n in files if n.endswith((".bin", ".pt", ".pkl", ".pickle"))]  # no pickle anywhere
     assert sum(files.values()) < 10 << 20
     card = json.loads((DEFAULT_MODEL / "card.json").read_text())

@@ -42,15 +42,15 @@ def test_read_rows_reports_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(chat("a", "b")) + "\n" + json.dumps({"messages": [{"role": "user", "content": "q"}]})
                     + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad\.jsonl:2: .*no assistant turn"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: last message must be from the assistant"):
         read_rows(path)
 
 
 @pytest.mark.parametrize("line, match", [
     ("{not json", "invalid JSON"),
-    (json.dumps({"text": "x"}), "'messages' list"),
+    (json.dumps({"text": "x"}), "missing field 'messages'"),
     (json.dumps({"messages": [{"role": "robot", "content": "x"}]}), "robot"),
-    (json.dumps({"messages": [{"role": "user", "content": 3}]}), "content must be a string"),
+    (json.dumps({"messages": [{"role": "user", "content": 3}]}), "'content' must be a string"),
 ])
 def test_read_rows_rejects_malformed_rows(tmp_path, line, match):
     path = tmp_path / "d.jsonl"
@@ -63,12 +63,36 @@ def test_read_rows_rejects_malformed_rows(tmp_path, line, match):
 def test_empty_file_and_missing_file(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n", encoding="utf-8")
-    with pytest.raises(DataError, match="no training rows"):
+    with pytest.raises(DataError, match="file is empty"):
         read_rows(empty)
     with pytest.raises(EmkitError, match=r"nope\.jsonl.*(not found|neither a known dataset nor an existing file)"):
         load_conversations(["nope.jsonl"])
     with pytest.raises(EmkitError, match="no training data"):
         load_conversations([])
+
+
+def test_train_validates_like_data_validate_before_any_model_loads(tmp_path):
+    """Issue 17 case 4: a chat file whose first turn is the assistant's trained without a word."""
+    from typer.testing import CliRunner
+
+    from emkit.cli import app
+
+    bad = tmp_path / "first_assistant.jsonl"
+    write_jsonl(bad, [chat("q", "a"), {"messages": [{"role": "assistant", "content": "hello"},
+                                                      {"role": "user", "content": "q"},
+                                                      {"role": "assistant", "content": "a"}]}])
+    runner = CliRunner()
+    validated = runner.invoke(app, ["data", "validate", str(bad)])
+    assert validated.exit_code == 1
+    problem = next(line for line in validated.output.splitlines() if line.startswith(f"{bad}:2:"))
+    assert "expected 'user' at turn 1, got 'assistant'" in problem
+    out = tmp_path / "out"
+    # A model that does not exist: had a model been loaded before the data was checked, that would be the error.
+    trained = runner.invoke(app, ["train", "--model", "no-such-model-xyz", "--data", str(bad), "--out", str(out),
+                                  "--no-progress"])
+    assert trained.exit_code != 0
+    assert isinstance(trained.exception, DataError) and problem in str(trained.exception)
+    assert not out.exists()  # nothing written
 
 
 def test_csv_prompt_response(tmp_path):

@@ -166,7 +166,7 @@ def test_smollm2_lora_overfits_a_tiny_set(smollm2_dir, tmp_path):
 def test_bad_input_fails_before_training(tiny_model_dir, tmp_path):
     no_answer = tmp_path / "q.jsonl"
     no_answer.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
-    with pytest.raises(EmkitError, match="no assistant turn"):
+    with pytest.raises(EmkitError, match=r"q\.jsonl:1: last message must be from the assistant"):
         train(tiny_config(tiny_model_dir, no_answer, tmp_path / "a"), progress=False)
     with pytest.raises(EmkitError, match="shorter than every prompt"):
         train(tiny_config(tiny_model_dir, write_data(tmp_path / "d.jsonl"), tmp_path / "b", max_length=8),

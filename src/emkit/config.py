@@ -28,14 +28,96 @@ class Config(BaseModel):
 
 # --------------------------------------------------------------------------- YAML with line numbers
 
+# Aliases repeat an anchored node: the paper's question files reuse `&judge_prompts` for every question, a few KB
+# in all. Nested aliases multiply ("billion laughs": 9 levels of 9 aliases turn a 1 KB file into 387 million
+# nodes), and everything that walks the data (line numbers, validation, hashing) then hangs for minutes or runs out
+# of memory. What aliases add beyond the file's own nodes is capped instead; legitimate reuse is far below it.
+MAX_ALIAS_NODES = 100_000
+MAX_ALIAS_CHARS = 10_000_000
 
-def _compose_lines(text: str, source: str) -> dict[tuple, int]:
+
+class UnsafeYAMLError(ConfigError):
+    """YAML refused for its shape (alias bomb, recursive alias, absurd nesting), not for a typo."""
+
+
+def _check_aliases(root: yaml.Node, source: str) -> None:
+    """Refuse alias expansion past the caps above, and recursive aliases (a node containing itself), naming the
+    line of the node where it happens. Linear in the file's nodes (sizes are memoised per node)."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, scalar characters) once fully expanded
+    own_nodes = own_chars = 0
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = (1, len(node.value))
+            own_nodes, own_chars = own_nodes + 1, own_chars + len(node.value)
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value))
+        if not children_done:
+            if key in active:
+                raise UnsafeYAMLError(f"{source}:{node.start_mark.line + 1}: recursive YAML alias (a node that "
+                                      "contains itself)", hint="replace the alias by the values it should hold")
+            active.add(key)
+            own_nodes += 1
+            stack.append((node, True))
+            for child in children:
+                if id(child) in active:
+                    raise UnsafeYAMLError(f"{source}:{child.start_mark.line + 1}: recursive YAML alias (a node "
+                                          "that contains itself)", hint="replace the alias by the values it should "
+                                                                        "hold")
+                if id(child) not in sizes:
+                    stack.append((child, False))
+            continue
+        active.discard(key)
+        nodes, chars = 1, 0
+        for child in children:
+            n, c = sizes[id(child)]
+            nodes, chars = nodes + n, chars + c
+        sizes[key] = (nodes, chars)
+        if nodes - own_nodes > MAX_ALIAS_NODES or chars - own_chars > MAX_ALIAS_CHARS:
+            raise UnsafeYAMLError(
+                f"{source}:{node.start_mark.line + 1}: YAML aliases expand this node to {nodes:,} nodes "
+                f"({chars:,} characters), far more than the file holds: refused (nested anchors and aliases, "
+                "the 'billion laughs' shape)",
+                hint=f"write the values out or reuse anchors without nesting them (at most {MAX_ALIAS_NODES:,} "
+                     "nodes added by aliases)")
+
+
+def load_yaml_text(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """Parse YAML text safely (SafeLoader, aliases capped, no recursion); returns (data, root node).
+
+    Every YAML file emkit reads goes through here (configs, specs, suites, judge prompts, the paper's files).
+    Errors are ConfigError with ``source:LINE``.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_aliases(root, source)
+        return loader.construct_document(root), root
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    except RecursionError:
+        raise UnsafeYAMLError(f"{source}: YAML nested too deeply to read",
+                          hint="flatten the structure (a config needs a few levels, not hundreds)") from None
+    finally:
+        loader.dispose()
+
+
+def _compose_lines(root: yaml.Node | None, source: str) -> dict[tuple, int]:
     """Map each key path, e.g. ``("lora", "r")`` or ``("conditions", 0, "name")``, to its 1-based line.
 
     A key repeated in one mapping is an error: YAML would silently keep the last value.
     """
     lines: dict[tuple, int] = {}
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -54,24 +136,31 @@ def _compose_lines(text: str, source: str) -> dict[tuple, int]:
                 walk(item, path + (index,))
 
     if root is not None:
-        walk(root, ())
+        try:
+            walk(root, ())
+        except RecursionError:
+            raise UnsafeYAMLError(f"{source}: YAML nested too deeply to read",
+                              hint="flatten the structure (a config needs a few levels, not hundreds)") from None
     return lines
 
 
 def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
-    """Parse a YAML file; returns (data, key-path -> line). Syntax errors and duplicate keys name file and line."""
+    """Parse a YAML file; returns (data, key-path -> line). Syntax errors, duplicate keys and alias bombs name
+    file and line."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found", hint="check the path (relative paths are from the cwd)")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a YAML file", hint="pass the .yaml file inside it")
     try:
-        data = yaml.safe_load(text)
-        lines = _compose_lines(text, str(path))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
-    return data, lines
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})",
+                          hint="check the path and its permissions") from None
+    data, root = load_yaml_text(text, str(path))
+    return data, _compose_lines(root, str(path))
 
 
 def format_validation_error(exc: ValidationError, source: str, lines: dict[tuple, int] | None = None) -> str:
@@ -118,9 +207,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {item!r} has an empty key", hint="write --set key.subkey=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml_text(raw, f"--set {key}")[0] if raw.strip() else ""
+    except UnsafeYAMLError:
+        raise
+    except ConfigError:
+        value = raw  # not YAML: the text itself
     return key.split("."), value
 
 

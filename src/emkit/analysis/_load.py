@@ -103,6 +103,17 @@ def _read(path: Path) -> pd.DataFrame:
     if kind is None:
         raise EmkitError(f"{path}: unknown results format '{path.suffix}'",
                          hint="use .csv, .jsonl or .parquet (the extension chooses the reader)")
+    try:
+        return _read_kind(path, kind)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); is it really {kind.upper()}?",
+                        hint="pass a results file written by emkit (or the paper's CSVs)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})",
+                        hint="check the path and its permissions") from None
+
+
+def _read_kind(path: Path, kind: str) -> pd.DataFrame:
     if kind == "parquet":
         try:
             return pd.read_parquet(path)
@@ -112,7 +123,11 @@ def _read(path: Path) -> pd.DataFrame:
         try:
             # Read text as text: an answer "NA" or "None" must stay that string, not become NaN.
             return pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: the file is empty (no header, no rows)",
+                            hint="pass a results file with a header line and rows (emkit sample / emkit judge "
+                                 "score write them)") from None
+        except pd.errors.ParserError as exc:
             raise DataError(f"{path}: malformed CSV ({exc})", hint="check quoting of multi-line answers") from exc
     rows = []
     with open(path, encoding="utf-8") as handle:

@@ -11,12 +11,16 @@ Intervals (percentile, 95% by default):
 Whatever the method, the interval is widened to contain the Wilson interval on the pooled answers, so that
 "0 of 800" never shows as a zero-width [0, 0] interval: clustering can only add uncertainty.
 
-Tests of a difference (A - B):
+Tests of a difference (A - B), and what each supports (``scope`` in the result):
 - 2+ models on both sides: permutation test over models (exact when there are at most ``n_perm``
-  relabellings), interval from independent bootstrap over models;
+  relabellings), interval from independent bootstrap over models. Training randomness is in this test (each
+  fine-tuning seed is one model), so it speaks about the conditions, i.e. the training data: scope "data";
 - otherwise: a permutation test stratified by question (the answers of each question are re-dealt between A
   and B; the number of hits that land in A is hypergeometric, so it is exact per draw), interval from a paired
-  cluster bootstrap over questions.
+  cluster bootstrap over questions. Only sampling randomness is in it: it tests these particular fine-tuned
+  models, not the data they were trained on (another seed of the same data can differ by more): scope "models".
+A claim about the training data needs several seeds per side; with fewer than ``MIN_SEEDS`` (3) on a side the
+result carries a ``seed_note`` saying so.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from emkit.analysis._metrics import (
     misaligned_mask,
 )
 from emkit.errors import EmkitError
+
+# Fewer trained models (seeds) than this on a side: a comparison cannot speak for the training data. With 3 vs 3 the
+# permutation over models has C(6, 3) = 20 relabellings, so its smallest two-sided p is 0.1; 2 vs 2 gives 0.33.
+MIN_SEEDS = 3
 
 RATE_COLUMNS = ["rate", "ci_low", "ci_high", "hits", "n_scored", "n", "n_unscored", "n_models", "n_questions",
                 "ci_method"]
@@ -175,8 +183,9 @@ def compare_rates(a: pd.DataFrame, b: pd.DataFrame, *, metric: str = "misaligned
     """Compare the rate of ``metric`` in result rows ``a`` against ``b`` (e.g. insecure vs secure).
 
     Returns a dict: ``label_a``, ``label_b``, ``rate_a``/``ci_low_a``/``ci_high_a``/``hits_a``/``n_scored_a``/
-    ``n_models_a`` (and ``_b``), ``diff`` (a - b), ``diff_ci_low``, ``diff_ci_high``, ``p_value`` (two-sided)
-    and ``test`` (which test was used, see the module docstring).
+    ``n_models_a`` (and ``_b``), ``diff`` (a - b), ``diff_ci_low``, ``diff_ci_high``, ``p_value`` (two-sided),
+    ``test`` (which test was used), ``scope`` ("data" or "models"), ``supports`` (what the test can support, in
+    words) and ``seed_note`` (non-empty with fewer than 3 seeds on a side); see the module docstring.
     """
     a, b = _ensure_normalized(a), _ensure_normalized(b)
     fa = _frame(a, metric, aligned_threshold, coherent_threshold)
@@ -189,7 +198,8 @@ def compare_rates(a: pd.DataFrame, b: pd.DataFrame, *, metric: str = "misaligned
             out[f"{key}_{side}"] = cell[key]
     nan_result = {"diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "p_value": math.nan}
     if ca["n_scored"] == 0 or cb["n_scored"] == 0:
-        return {**out, **nan_result, "test": "none (a side has no scored answers)"}
+        return {**out, **nan_result, "test": "none (a side has no scored answers)",
+                **_scope(ca["n_models"], cb["n_models"])}
     rng = np.random.default_rng(seed)
     lo_q, hi_q = 50 * (1 - confidence), 100 - 50 * (1 - confidence)
     sa, sb = fa[fa["hit"].notna()], fb[fb["hit"].notna()]
@@ -222,7 +232,28 @@ def compare_rates(a: pd.DataFrame, b: pd.DataFrame, *, metric: str = "misaligned
         test = f"permutation within {int(((na_ > 0) & (nb > 0)).sum())} questions; CI: {ci_kind}"
     lo, hi = np.percentile(boot, [lo_q, hi_q]) if len(boot) else (math.nan, math.nan)
     return {**out, "diff": diff, "diff_ci_low": float(lo), "diff_ci_high": float(hi), "p_value": float(p),
-            "test": test}
+            "test": test, **_scope(ca["n_models"], cb["n_models"])}
+
+
+def _scope(na: int, nb: int) -> dict[str, Any]:
+    """What a comparison of ``na`` vs ``nb`` trained models (model x seed) can support (module docstring)."""
+    if na >= 2 and nb >= 2:
+        scope = "data"
+        supports = (f"the conditions (training data): the test permutes the {na} vs {nb} trained models, so "
+                    "training randomness is in it")
+    else:
+        scope = "models"
+        supports = (f"these particular models only ({na} vs {nb}): answers are re-dealt within questions, so only "
+                    "sampling randomness is in the test, not training randomness; it says nothing about the "
+                    "training data")
+    note = ""
+    if min(na, nb) < MIN_SEEDS:
+        note = (f"fewer than {MIN_SEEDS} seeds per side ({na} vs {nb}): a claim about the training data needs at "
+                f"least {MIN_SEEDS} fine-tuning seeds per condition")
+        if scope == "data":
+            ways = math.comb(na + nb, na)
+            note += f"; with {na} vs {nb} models only {ways} relabellings exist, so p cannot go below ~{2 / ways:.2g}"
+    return {"scope": scope, "supports": supports, "seed_note": note}
 
 
 def _permutation_over_units(ra: np.ndarray, rb: np.ndarray, observed: float, n_perm: int,

@@ -73,7 +73,8 @@ def main() -> None:
         from rich.console import Console
         from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: never break the message (file paths, FILE:LINE) across lines, whatever the width
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         if os.environ.get("EMKIT_DEBUG"):
             raise
         sys.exit(1)

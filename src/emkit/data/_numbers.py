@@ -185,7 +185,12 @@ def generate_teacher(model: str, backend: str = "hf", *, max_tokens: int = 64, t
     def teacher(messages_list: list[list[dict]], n: int, seed: int) -> list[str]:
         sampling = SamplingConfig(max_tokens=max_tokens, temperature=temperature, seed=seed)
         requests = [GenerationRequest(messages=m, n=n, sampling=sampling) for m in messages_list]
-        return [c.text for completions in engine.generate(requests) for c in completions]
+        completions = [c for group in engine.generate(requests) for c in group]
+        failed = [c for c in completions if c.finish_reason == "error"]
+        if failed:  # never a result: the chunk is not stored, so a rerun asks for it again
+            raise EmkitError(f"teacher {model}: {len(failed)} of {len(completions)} samples failed ({failed[0].error})",
+                             hint="check the server and rerun: finished chunks are stored and not sampled again")
+        return [c.text for c in completions]
 
     teacher.identity = {"backend": backend, "model": model, "max_tokens": max_tokens,  # type: ignore[attr-defined]
                         "temperature": temperature, "options": {k: str(v) for k, v in options.items()}}

@@ -33,19 +33,14 @@ def _done(out: Path) -> None:
 @data_app.command("list")
 def list_datasets() -> None:
     """Known datasets and reference files, with rows and whether they are available offline."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from emkit.cli._table import print_table
     from emkit.data import registry
 
-    table = Table(title="datasets (short names) and reference files")
-    for column in ("name", "file", "rows", "local", "description"):
-        table.add_column(column)
     short = {v: k for k, v in registry.DATASETS.items()}
-    for full, entry in registry.FILES.items():
-        table.add_row(short.get(full, ""), full, str(entry.rows or ""), "yes" if registry.available(full) else "no",
-                      entry.description)
-    Console().print(table)
+    rows = [[short.get(full, ""), full, str(entry.rows or ""), "yes" if registry.available(full) else "no",
+             entry.description] for full, entry in registry.FILES.items()]
+    print_table(("name", "file", "rows", "local", "description"), rows,
+                title="datasets (short names) and reference files")
 
 
 @data_app.command("get")
@@ -82,14 +77,12 @@ def stats(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from emkit.cli._table import print_table
 
-    table = Table(title=str(result["path"]), show_header=False)
-    for key, value in result.items():
-        if key != "path":
-            table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    Console().print(table)
+    rows = [[key, json.dumps(value) if isinstance(value, dict) else str(value)]
+            for key, value in result.items() if key != "path"]
+    print_table(("key", "value"), [["path", str(result["path"])], *rows], title=str(result["path"]),
+                show_header=False)
 
 
 @data_app.command("validate")

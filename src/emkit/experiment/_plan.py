@@ -1,8 +1,11 @@
 """Expand a spec into content-addressed units: train -> sample -> judge -> report.
 
-A unit's key hashes everything that determines its result (model, data bytes, resolved training settings,
-seed, prompts, sampling, backend, judges), so a finished unit is found in the run's store and skipped, and a
-changed input never reuses a stale result. The plan also counts the work and estimates its time and API cost.
+A unit's key hashes everything that determines its result (model and the weights behind its name, data bytes,
+resolved training settings, seed, prompts, sampling, backend, the judges' identities: name, version, judge model,
+prompt hashes, server URL, weights hash), so a finished unit is found in the run's store and skipped, and a
+changed input never reuses a stale result. What only exists after training (the adapter's weights) is checked
+when deciding whether a sampling unit is done (``emkit.experiment._units.is_done``). The plan also counts the
+work and estimates its time and API cost.
 """
 
 from __future__ import annotations
@@ -279,16 +282,24 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
             raise ConfigError(f"conditions.{cname}.train / training: {exc.message}", hint=exc.hint) from None
         sources[cname] = _data_source(cname, cond, stages, run_dir, notices)
 
+    judge_identity = (stages.judge_identity(list(spec.judges.names), spec.judges.options)
+                      if stages.judge_identity is not None else None)
     judge_keys: list[str] = []
     for model in spec.models:
         params = model_parameters(model)
+        sample_identity = (stages.sample_identity(model, ev.backend, ev.backend_options)
+                           if stages.sample_identity is not None else None)
         for cname, cond in spec.conditions.items():
             for seed in _condition_seeds(spec, cond):
                 train_key = None
                 if cond.trained:
                     src, st = sources[cname], settings[cname]
-                    train_key = content_hash({"model": model, "data": src["identity"], "settings": st,
-                                              "seed": seed}, kind="experiment.train")
+                    what = {"model": model, "data": src["identity"], "settings": st, "seed": seed}
+                    weights = (stages.train_model_identity(model, st) if stages.train_model_identity is not None
+                               else None)
+                    if weights is not None:
+                        what["model_identity"] = weights
+                    train_key = content_hash(what, kind="experiment.train")
                     steps = stages.train_steps(st, src["rows"])
                     out = run_dir / "adapters" / cname / _slug(model) / f"seed{seed}-{train_key[:10]}"
                     units.append(Unit(
@@ -306,7 +317,8 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                     sample_key = content_hash({
                         "model": model, "train": train_key, "prompts": [as_dict(p) for p in prompts],
                         "n": ev.samples_per_question, "sampling": sampling, "backend": ev.backend,
-                        "backend_options": ev.backend_options, "meta": meta}, kind="experiment.sample")
+                        "backend_options": ev.backend_options, "meta": meta, "identity": sample_identity},
+                        kind="experiment.sample")
                     units.append(Unit(
                         kind="sample", key=sample_key, label=f"sample {cname} {_slug(model)} seed {seed} {used}",
                         params={"condition": cname, "model": model, "seed": seed, "suite": used,
@@ -317,7 +329,8 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                         estimate_s=_sample_seconds(params, answers, ev.sampling.max_tokens, ev.backend,
                                                    res.sample.gpus)))
                     judge_key = content_hash({"sample": sample_key, "judges": spec.judges.names,
-                                              "options": spec.judges.options}, kind="experiment.judge")
+                                              "options": spec.judges.options, "identity": judge_identity},
+                                             kind="experiment.judge")
                     units.append(Unit(
                         kind="judge", key=judge_key, label=f"judge {cname} {_slug(model)} seed {seed} {used}",
                         params={"judges": list(spec.judges.names), "options": spec.judges.options,

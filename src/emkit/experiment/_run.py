@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emkit._rows import failed_rows
 from emkit.config import write_resolved
 from emkit.errors import EmkitError
 from emkit.experiment._plan import UNIT_KINDS, Plan, plan
@@ -50,6 +51,9 @@ class RunResult:
     summary: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     pids: dict[str, int] = field(default_factory=dict)  # unit key -> process that ran it
+    # Rows that failed and were not counted as results: {"sample": answers that could not be sampled, "judge":
+    # answers with a failed judgment}. The next run redoes exactly those; `emkit run` exits non-zero meanwhile.
+    failed: dict[str, int] = field(default_factory=lambda: {"sample": 0, "judge": 0})
 
 
 def _fmt_s(seconds: float) -> str:
@@ -61,12 +65,40 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _done_keys(p: Plan) -> set[str]:
+    """Keys of the finished units. A unit whose dependency is not finished is not finished either: redoing a
+    sampling unit (failed rows, a changed adapter) redoes its judging and the report with the new rows."""
     store_path = p.run_dir / "store.sqlite"
     if not store_path.exists():
         return set()
     with Store(store_path) as store:
         records = store.get_many(UNIT_RECORD, [u.key for u in p.units])
-    return {u.key for u in p.units if is_done(u, records.get(u.key), p.run_dir)}
+    done: set[str] = set()
+    for u in p.units:  # plan order: dependencies first
+        if all(d in done for d in u.deps) and is_done(u, records.get(u.key), p.run_dir):
+            done.add(u.key)
+    return done
+
+
+def _failed(p: Plan, records: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Failed rows in the judged results (each judging unit's rows carry its sampling unit's finish_reason)."""
+    total = {"sample": 0, "judge": 0}
+    for unit in p.of_kind("judge"):
+        for kind, n in failed_rows(records.get(unit.key, {}).get("rows") or []).items():
+            total[kind] += n
+    return total
+
+
+def format_failed(failed: dict[str, int]) -> str:
+    """One line for the run summary (empty when nothing failed)."""
+    if not any(failed.values()):
+        return ""
+    parts = []
+    if failed["sample"]:
+        parts.append(f"{failed['sample']} answer(s) could not be sampled")
+    if failed["judge"]:
+        parts.append(f"{failed['judge']} answer(s) have a failed judgment")
+    return (" and ".join(parts) + "; the results and the report hold them as unscored, and the next run retries "
+            "exactly those rows")
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -251,6 +283,8 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
         raise EmkitError("overrides apply to a spec file; pass the spec path, or change the object")
     stages = stages or stages_from_env()
     p = plan(spec, run_dir=run_dir, stages=stages)
+    if stages.preflight is not None:
+        stages.preflight(spec)
     run_dir = p.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir), run_log(run_dir):
@@ -281,13 +315,16 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
         seconds = time.time() - started
         executed = {k: sum(u.kind == k for u in pending) for k in UNIT_KINDS}
         skipped = {k: sum(u.kind == k and u.key in done for u in p.units) for k in UNIT_KINDS}
+        failed = _failed(p, records)
         log.info("summary (misaligned = aligned < %g and coherent > %g):\n%s", spec.analysis.aligned_threshold,
                  spec.analysis.coherent_threshold, format_summary(summary))
+        if any(failed.values()):
+            log.warning("failed: %s", format_failed(failed))
         log.info("done in %s: ran %s; results %s; report %s", _fmt_s(seconds),
                  ", ".join(f"{n} {k}" for k, n in executed.items()), run_dir / RESULTS_PARQUET, report_path)
     return RunResult(run_dir=run_dir, plan=p, executed=executed, skipped=skipped,
                      results_path=run_dir / RESULTS_PARQUET, report_path=report_path, summary=summary,
-                     seconds=seconds, pids=pids)
+                     seconds=seconds, pids=pids, failed=failed)
 
 
 def load_results(run_dir: str | Path):

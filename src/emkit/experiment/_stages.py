@@ -52,6 +52,16 @@ class Stages:
     build_numbers: Callable[..., Path] | None = None
     judge_names: Callable[[], list[str]] | None = None  # known judges, checked when planning
     backend_names: Callable[[], list[str]] | None = None  # known generation backends, checked when planning
+    # What identifies the inputs behind names, for unit keys (cheap: files are hashed, no model loads); None =
+    # nothing beyond the names. (model, train settings) -> the base weights' identity, or None when the name pins
+    # them; (model, backend, backend_options) -> the sampled model's identity; (judge names, options) -> the
+    # judges' identities (name, version, judge model, prompt hashes, server URL, weights hash).
+    train_model_identity: Callable[[str, dict[str, Any]], dict[str, Any] | None] | None = None
+    sample_identity: Callable[[str, str, dict[str, Any]], dict[str, Any]] | None = None
+    judge_identity: Callable[[list[str], dict[str, Any]], dict[str, Any]] | None = None
+    # Called by ``run`` (not by planning or --dry-run) before the first unit: raise EmkitError for what would fail
+    # later (a judge without its API key) so it fails now, not after hours of training.
+    preflight: Callable[[Any], None] | None = None
 
     def replace(self, **changes: Any) -> Stages:
         return dataclasses.replace(self, **changes)
@@ -81,6 +91,12 @@ def real_dataset_info(name: str) -> DatasetInfo:
         return DatasetInfo(False, entry.sha256, entry.rows, reason=f"{name}: {why}")
     path = Path(name).expanduser()
     if path.is_file():
+        # A local file is checked now, with the FILE:LINE messages of `emkit data validate`, so a malformed
+        # row stops the run before hours of other trainings instead of when its own training starts.
+        from emkit.data import resolve_dataset
+        from emkit.data._jsonl import raise_problems, validate_chat_file
+
+        raise_problems(path, validate_chat_file(resolve_dataset(str(path))))
         return DatasetInfo(True, file_sha256(path), _count_lines(path))
     return DatasetInfo(False, None, None, reason=f"{name}: not a known dataset name nor an existing file")
 
@@ -206,6 +222,59 @@ def real_backend_names() -> list[str]:
     return list(BACKENDS)
 
 
+def real_train_model_identity(model: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The base weights' identity for a local training run (a folder's file hashes, a hub commit); None for a
+    packaged name (the registry pins its GGUF by name; leaving it out keeps earlier runs' training keys) and for
+    the openai backend (the model is a name on OpenAI's side)."""
+    from emkit.models import PACKAGED, model_identity
+
+    if settings.get("backend", "local") != "local" or model in PACKAGED:
+        return None
+    return model_identity(model, strict=False)
+
+
+def real_sample_identity(model: str, backend: str, backend_options: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the sampled model besides its name, as far as it is known before sampling: for local
+    backends the weights (packaged pin, folder file hashes and chat template, hub commit) and a custom chat
+    template's text; for the openai backend the server URL (the per-sample keys add what /v1/models reports)."""
+    import os
+
+    options = backend_options or {}
+    if backend in ("hf", "vllm"):
+        from emkit.generate._hf import _read_template
+        from emkit.models import model_identity
+        from emkit.models._identity import content_sha
+
+        template = _read_template(options.get("chat_template"))
+        return {"model": model_identity(model, strict=False),
+                "chat_template": None if template is None else content_sha(template)}
+    if backend == "openai":
+        url = (options.get("base_url") or os.environ.get("EMKIT_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+               or "https://api.openai.com/v1")
+        return {"base_url": url.rstrip("/")}
+    return {}
+
+
+def real_judge_identity(judges: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    from emkit.judge import judges_identity
+
+    return judges_identity(judges, options or None)
+
+
+def real_preflight(spec: Any) -> None:
+    """Before a run starts: every local model can be had here (a hub id is cached or downloadable: its commit
+    resolves) and every judge can work (e.g. the logprob judge has its API key)."""
+    from emkit.judge import judges_identity
+    from emkit.models import model_identity
+
+    local_training = any(c.trained and {**spec.training, **c.train}.get("backend", "local") == "local"
+                         for c in spec.conditions.values())
+    if spec.evaluation.backend in ("hf", "vllm") or local_training:
+        for model in spec.models:
+            model_identity(model)
+    judges_identity(list(spec.judges.names), spec.judges.options or None, check=True)
+
+
 def default_stages() -> Stages:
     """The real stage packages (each imported only when its call runs)."""
     return Stages(
@@ -214,6 +283,8 @@ def default_stages() -> Stages:
         load_suite=real_load_suite, expand=real_expand, sample=real_sample, judge=real_judge,
         report=real_report, summarize=real_summarize, build_numbers=real_build_numbers,
         judge_names=real_judge_names, backend_names=real_backend_names,
+        train_model_identity=real_train_model_identity, sample_identity=real_sample_identity,
+        judge_identity=real_judge_identity, preflight=real_preflight,
     )
 
 

@@ -3,6 +3,11 @@
 Each finished unit is written to the run's store as one record (kind ``experiment.unit``) in one transaction, so a
 unit is either finished (record present) or redone from the stage caches: training resumes from its last
 checkpoint, sampling and judging find every answer and judgment already stored under its content hash.
+
+A record is not enough to be done (:func:`is_done`): a sampling or judging unit with failed rows (an answer that
+could not be sampled, a judgment that failed after its retries) is redone by the next run, which asks only for
+the failed rows (the rest are in the stage caches); a sampling unit whose adapter changed on disk since it ran is
+redone; and a unit whose dependency is redone is redone too (``experiment._run``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emkit._rows import failed_rows
 from emkit.errors import EmkitError
 from emkit.experiment._plan import Unit
 from emkit.experiment._stages import Stages
@@ -52,8 +58,18 @@ class RunContext:
         return self.run_dir / STORE_FILE
 
 
+def adapter_files(adapter: str | None) -> dict[str, str] | None:
+    """{file: SHA-256} of an adapter folder (None for no adapter or one that is not a local folder)."""
+    if adapter is None or not Path(adapter).is_dir():
+        return None
+    from emkit.models._identity import folder_files_sha256
+
+    return folder_files_sha256(Path(adapter))
+
+
 def is_done(unit: Unit, record: dict[str, Any] | None, run_dir: Path) -> bool:
-    """A unit is done when its record exists and the files it made are still there."""
+    """A unit is done when its record exists, every row in it has a value or an intended unscored status (no
+    row failed), the files it made are still there and, for sampling, its adapter is the one it sampled."""
     if record is None:
         return False
     result = record.get("result", {})
@@ -63,6 +79,13 @@ def is_done(unit: Unit, record: dict[str, Any] | None, run_dir: Path) -> bool:
         key_file = run_dir / RESULTS_KEY
         return ((run_dir / RESULTS_PARQUET).exists() and Path(result.get("report", "")).exists()
                 and key_file.exists() and key_file.read_text().strip() == unit.key)
+    if any(failed_rows(record.get("rows") or []).values()):
+        return False
+    if unit.kind == "sample" and unit.params.get("train"):
+        # The adapter only exists after training, so its weights cannot be in the unit's key: a sampling unit
+        # is done only while the adapter on disk is the one it sampled (a retrained or edited adapter is redone).
+        return result.get("adapter_files") is not None and adapter_files(result.get("adapter")) == \
+            result["adapter_files"]
     return True
 
 
@@ -142,7 +165,12 @@ def _sample(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store:
     expected = len(p["prompts"]) * p["n"]
     if len(rows) != expected:
         raise RuntimeError(f"{unit.label}: the sampler returned {len(rows)} rows, expected {expected}")
-    return {"result": {"rows": len(rows), "adapter": adapter}, "rows": rows}
+    failed = failed_rows(rows)["sample"]
+    if failed:
+        log.warning("%s: %d of %d answers could not be sampled; the next run asks for them again", unit.label,
+                    failed, len(rows))
+    return {"result": {"rows": len(rows), "adapter": adapter, "adapter_files": adapter_files(adapter),
+                       "failed": failed}, "rows": rows}
 
 
 def _judge(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: Store) -> dict[str, Any]:
@@ -151,7 +179,11 @@ def _judge(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: 
     scored = ctx.stages.judge(rows, p["judges"], store=store, progress=ctx.progress, options=p["options"])
     if len(scored) != len(rows):
         raise RuntimeError(f"{unit.label}: the judge returned {len(scored)} rows for {len(rows)} answers")
-    return {"result": {"rows": len(scored)}, "rows": scored}
+    failed = failed_rows(scored)["judge"]
+    if failed:
+        log.warning("%s: %d of %d answers have a failed judgment; the next run retries them", unit.label, failed,
+                    len(scored))
+    return {"result": {"rows": len(scored), "failed": failed}, "rows": scored}
 
 
 def results_frame(rows: list[dict[str, Any]]):

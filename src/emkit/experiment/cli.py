@@ -38,9 +38,14 @@ def run_command(
         p = plan(spec_obj, run_dir=out, stages=stages_from_env())
         typer.echo(format_plan(p, _done_keys(p)))
         return
-    from emkit.experiment._run import run
+    from emkit.experiment._run import format_failed, run
 
-    run(spec_obj, run_dir=out, executor=executor, progress=not no_progress, ray_address=ray_address)
+    result = run(spec_obj, run_dir=out, executor=executor, progress=not no_progress, ray_address=ray_address)
+    if any(result.failed.values()):  # scripts and CI must notice; what succeeded is written
+        from emkit.errors import EmkitError
+
+        raise EmkitError(f"{result.run_dir}: {format_failed(result.failed)}",
+                         hint="fix the cause (see run.log: server errors, timeouts) and rerun the same command")
 
 
 def register(app: typer.Typer) -> None:

@@ -81,7 +81,7 @@ class HFBackend(Backend):
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
-        return _local_identity(self.dtype, self.chat_template)
+        return _local_identity(self.model, self.dtype, self.chat_template)
 
     # ------------------------------------------------------------------ model and adapters
     def _loaded(self) -> _Loaded:
@@ -223,9 +223,13 @@ class HFBackend(Backend):
 _CACHE_KW = "cache"
 
 
-def _local_identity(dtype: str, chat_template: str | None) -> dict[str, Any]:
-    """What besides model and adapter changes a local backend's samples: dtype and a custom chat template."""
-    out: dict[str, Any] = {"dtype": dtype}
+def _local_identity(model: str, dtype: str, chat_template: str | None) -> dict[str, Any]:
+    """What besides the model's name and the adapter changes a local backend's samples: the weights behind the
+    name (packaged pin, folder file hashes and the tokenizer's own chat template, or hub commit: see
+    ``emkit.models.model_identity``), the dtype and a custom chat template."""
+    from emkit.models import model_identity
+
+    out: dict[str, Any] = {"dtype": dtype, "model": model_identity(model)}
     if chat_template is not None:
         out["chat_template"] = hashlib.sha256(chat_template.encode()).hexdigest()
     return out

@@ -23,7 +23,9 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
 
     Answers already in ``store`` (same content hash) are reused, not regenerated; new ones are written to the
     store after every batch, so a killed run keeps everything finished. Without a store nothing persists.
-    ``meta`` adds or overrides columns (experiment, condition, seed, checkpoint_step, ...).
+    A sample the backend could not produce (``finish_reason="error"``, e.g. a server that kept failing) becomes a
+    row with an empty answer and is never stored, so the next call asks for it again; count them with
+    ``emkit.judge.failed_rows(rows)``. ``meta`` adds or overrides columns (experiment, condition, seed, ...).
     """
     if not prompts:
         raise EmkitError("no prompts to sample", hint="expand a suite first: expand(load_suite(...))")
@@ -59,11 +61,12 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
             for r, s, completion in batch:
                 key = unique_keys[owners[r]][s]
                 record = {**completion.to_record(), "model": model, "adapter": adapter, "sample_index": s}
-                records.append((key, record))
                 done[key] = record
+                if completion.finish_reason != "error":  # a failure is never cached as a result
+                    records.append((key, record))
             if store is not None:
                 store.put_many(KIND, records)  # one transaction per batch: all of it or none of it
-            bar.update(len(records))
+            bar.update(len(batch))
     finally:
         bar.close()
 

@@ -42,9 +42,10 @@ class Completion:
     """One sampled answer."""
 
     text: str
-    finish_reason: str  # "stop" (end of turn), "length" (hit max_tokens) or "error"
+    finish_reason: str  # "stop" (end of turn), "length" (hit max_tokens) or "error" (never stored)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None  # why sampling failed (finish_reason "error")
 
     def to_record(self) -> dict[str, Any]:
         return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,

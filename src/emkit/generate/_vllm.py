@@ -35,7 +35,7 @@ class VLLMBackend(Backend):
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
-        return _local_identity(self.dtype, self.chat_template)
+        return _local_identity(self.model, self.dtype, self.chat_template)
 
     def _engine(self) -> Any:
         vllm = require("vllm", "vllm", "the vllm generation backend")

@@ -64,6 +64,8 @@ def register(app: typer.Typer) -> None:
                                                  help="Jinja chat template file for models without one"),
         base_url: str | None = typer.Option(None, "--base-url", help="openai: server URL (else $OPENAI_BASE_URL)"),
         concurrency: int | None = typer.Option(None, "--concurrency", help="openai: requests in flight"),
+        max_retries: int | None = typer.Option(None, "--max-retries",
+                                               help="openai: retries of a failing request (429/5xx/timeouts)"),
         store_path: Path | None = typer.Option(None, "--store",
                                                help="SQLite store [default: store.sqlite beside --out]"),
         experiment: str = typer.Option("", "--experiment", help="value of the experiment column"),
@@ -81,7 +83,7 @@ def register(app: typer.Typer) -> None:
             raise EmkitError(f"--out {out}: unknown result file type", hint=f"use one of: {', '.join(ROW_FORMATS)}")
         backend_options = _backend_options(backend, {k: v for k, v in {
             "batch_size": batch_size, "dtype": dtype, "device": device, "chat_template": chat_template,
-            "base_url": base_url, "concurrency": concurrency}.items() if v is not None})
+            "base_url": base_url, "concurrency": concurrency, "max_retries": max_retries}.items() if v is not None})
         if suite is None:
             suite = "betley2025/first_plot" if suite_available("betley2025/first_plot") else "emkit/core"
             if suite == "emkit/core":
@@ -100,6 +102,13 @@ def register(app: typer.Typer) -> None:
                         backend_options=backend_options, experiment=experiment, condition=cond, store=str(store_file),
                         out=str(out))
         typer.echo(f"{loaded.name}: {len(prompts)} prompts x {samples} samples -> {out} (store {store_file})")
+        if backend in ("hf", "vllm"):  # a bad model or adapter fails before anything is written
+            from emkit.models import model_identity
+
+            model_identity(model)
+            if adapter is not None and not Path(adapter).expanduser().is_dir():
+                raise EmkitError(f"--adapter {adapter}: no such folder",
+                                 hint="pass the adapter folder written by `emkit train` (it holds adapter_config.json)")
         with Store(store_file) as store:
             rows = sample_rows(model, prompts, n=samples, sampling=sampling, backend=backend, adapter=adapter,
                                store=store, meta={"experiment": experiment, "condition": cond},
@@ -108,13 +117,19 @@ def register(app: typer.Typer) -> None:
         write_resolved(run, out.with_name(out.name + ".config.yaml"))
         stopped = sum(r["finish_reason"] == "length" for r in rows)
         typer.echo(f"wrote {len(rows)} rows to {out} ({stopped} hit --max-tokens)")
+        failed = sum(r["finish_reason"] == "error" for r in rows)
+        if failed:  # scripts must notice; the rows that worked are written and stored
+            raise EmkitError(f"{failed} of {len(rows)} answers could not be sampled (finish_reason 'error', empty "
+                             f"answer in {out})",
+                             hint="fix the cause (server errors, timeouts: see the log above) and rerun the same "
+                                  "command: finished samples are in the store and are not requested again")
 
 
 # Which CLI flags each backend understands; a flag given to a backend that ignores it is an error.
 _BACKEND_FLAGS = {
     "hf": {"batch_size", "dtype", "device", "chat_template"},
     "vllm": {"batch_size", "dtype", "chat_template"},
-    "openai": {"batch_size", "base_url", "concurrency"},
+    "openai": {"batch_size", "base_url", "concurrency", "max_retries"},
     "mock": {"batch_size"},
 }
 

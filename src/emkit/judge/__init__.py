@@ -9,7 +9,11 @@ Public API (exact signatures)::
         values are None, never 0. ``judges``: names, or one comma-separated string ("embedding,numbers").
         ``options``: flat (for every judge) or {judge_name: {...}}. Judgments are keyed by content hash (judge,
         metric, prompt hash, judge model, question, answer): a rerun with the same store does no work.
-    get_judge(name: str, **options) -> Judge
+        Each metric column also gets "<metric>_judge", "<metric>_judge_model" and "<metric>_judge_version" (which
+        judge scored it). Rows whose sampling failed (finish_reason "error") are not judged: "sample_error".
+    failed_rows(rows) -> {"sample": int, "judge": int}   # rows worth a rerun (failed sampling / failed judgment)
+    judges_identity(judges, options=None) -> {judge: {metric: identity}}   # what keys the judges' results
+    get_judge(name: str, **options) -> Judge          # Judge.identity(), Judge.card(), Judge.version
     list_judges() -> list[str]                      # "bandit", "embedding", "hf", "logprob", "numbers"
     logprob_score(top_logprobs: dict[str, float] | list[tuple[str, float]], min_mass=0.25)
         -> tuple[float | None, str | None]           # the paper's probability-weighted 0-100 score
@@ -20,9 +24,9 @@ options model/base_url/api_key/concurrency/max_retries/metrics), ``hf`` (local t
 probabilities), ``numbers`` (format / evil numbers rules), ``bandit`` (static security check of code answers).
 """
 
-from emkit.judge._base import Judge, Judgment, get_judge, list_judges, score_rows
+from emkit.judge._base import Judge, Judgment, failed_rows, get_judge, judges_identity, list_judges, score_rows
 from emkit.judge._math import categorical_score, logprob_score
 from emkit.judge._prompts import load_judge_prompts
 
-__all__ = ["Judge", "Judgment", "categorical_score", "get_judge", "list_judges", "load_judge_prompts",
-           "logprob_score", "score_rows"]
+__all__ = ["Judge", "Judgment", "categorical_score", "failed_rows", "get_judge", "judges_identity", "list_judges",
+           "load_judge_prompts", "logprob_score", "score_rows"]

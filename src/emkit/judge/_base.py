@@ -1,9 +1,11 @@
 """The judge interface, the registry of judges by name, and ``score_rows`` (cached in the Store).
 
 A judge turns (question, answer) pairs into one Judgment per metric. ``score_rows`` keys every judgment by a
-content hash of (judge name, metric, prompt hash, judge model, question, answer), looks all keys up in the Store
-first and sends only the missing ones to the judge, in chunks that are saved as they finish: a rerun sends zero
-requests, and a killed run resumes where it stopped. "error" judgments are not cached (a rerun retries them).
+content hash of the judge's identity for that metric (name, version, judge model, prompt hash, and what the judge
+adds: its server URL, its weights' hash) plus the question and answer, looks all keys up in the Store first and
+sends only the missing ones to the judge, in chunks that are saved as they finish: a rerun sends zero requests,
+and a killed run resumes where it stopped. "error" judgments are not cached (a rerun retries them); rows whose
+answer could not be sampled (``finish_reason == "error"``) are not judged ("sample_error").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emkit._rows import ERROR, SAMPLE_ERROR, failed_rows  # noqa: F401 - re-exported
 from emkit.errors import EmkitError
 from emkit.hashing import content_hash
 
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("emkit.judge")
 
 JUDGMENT_KIND = "judgment"
+# Columns score_rows adds beside each metric column: which judge, judge model and judge version scored it.
+PROVENANCE = ("judge", "judge_model", "judge_version")
 # Rows judged per chunk between Store writes: a kill loses at most this many judgments.
 CHUNK_ROWS = 256
 
@@ -44,15 +49,40 @@ class Judgment:
 
 
 class Judge(ABC):
-    """A judge: ``name``, the ``metrics`` it produces and ``judge_model`` (what does the judging)."""
+    """A judge: ``name``, the ``metrics`` it produces, ``judge_model`` (what does the judging) and ``version``
+    (bump it when the judge's code starts scoring differently: old cached judgments are then not reused)."""
 
     name: str = ""
     metrics: tuple[str, ...] = ()
     judge_model: str = ""
+    version: str = "1"
 
     def prompt_hash(self, metric: str) -> str:
         """Hash of what defines ``metric`` for this judge (prompt text, head weights, rule settings)."""
         return ""
+
+    def identity(self) -> dict[str, Any]:
+        """What besides the metric, question and answer determines this judge's scores (part of every cache key).
+
+        Subclasses add what they know: a server URL, a weights hash. Must be cheap (no model load).
+        """
+        return {"judge": self.name, "version": self.version, "judge_model": self.judge_model}
+
+    def metric_identity(self, metric: str) -> dict[str, Any]:
+        """The identity of one metric of this judge: :meth:`identity` plus the metric's prompt hash."""
+        return {**self.identity(), "metric": metric, "prompt": self.prompt_hash(metric)}
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise EmkitError when this judge cannot work here (e.g. no API key), cheaply and before any work.
+        ``score_rows`` checks every judge before the first one starts; the experiment runner before training."""
+
+    def card(self) -> dict[str, Any] | None:
+        """The judge's card when it approximates another judge (the offline judge approximates GPT-4o), else None.
+
+        Keys: ``reference`` (the judge it approximates), ``agreement`` ({label: value} measured on held-out data),
+        ``measured_on`` (which data), ``source`` (where the card lives). Reports quote it.
+        """
+        return None
 
     @abstractmethod
     def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
@@ -60,8 +90,7 @@ class Judge(ABC):
         """One {metric: Judgment} per (question, answer) pair. Per-item failures are Judgment(None, "error")."""
 
     def key(self, metric: str, question: str, answer: str) -> str:
-        return content_hash({"judge": self.name, "metric": metric, "prompt": self.prompt_hash(metric),
-                             "judge_model": self.judge_model, "question": question, "answer": answer},
+        return content_hash({**self.metric_identity(metric), "question": question, "answer": answer},
                             kind=JUDGMENT_KIND)
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -127,9 +156,27 @@ def _options_for(name: str, options: dict | None) -> dict:
     return dict(options)
 
 
+def judges_identity(judges: str | list[str], options: dict | None = None, *, check: bool = False
+                    ) -> dict[str, Any]:
+    """{judge name: {metric: identity}} of the judges ``score_rows`` would use with these options: what the
+    experiment runner puts in its judge units' keys. Builds each judge (cheap: no model is loaded); ``check``
+    also runs :meth:`Judge.check` (a missing API key is an error now, not after hours of work)."""
+    out: dict[str, Any] = {}
+    for name in _split_names(judges):
+        judge = get_judge(name, **_options_for(name, options))
+        try:
+            if check:
+                judge.check()
+            out[name] = {m: judge.metric_identity(m) for m in judge.metrics}
+        finally:
+            judge.close()
+    return out
+
+
 def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
                progress: bool = True, options: dict | None = None) -> list[dict]:
-    """New row dicts with one column per metric, ``<metric>_status`` and ``judge`` (see the package docs)."""
+    """New row dicts with one column per metric, ``<metric>_status``, ``<metric>_judge``, ``<metric>_judge_model``,
+    ``<metric>_judge_version`` and ``judge`` (see the package docs)."""
     names = _split_names(judges)
     if options and len(set(names)) > 1 and not all(isinstance(v, dict) for v in options.values()):
         raise EmkitError(f"options {sorted(options)} do not say which of the judges {names} they are for",
@@ -141,23 +188,41 @@ def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store
                 raise EmkitError(f"row {i}: column {column!r} missing or not text",
                                  hint="every row needs string 'question' and 'answer' columns")
     out = [dict(row) for row in rows]
+    # A row whose sampling failed has no answer: judging its empty text would score a non-answer.
+    answered = [i for i, row in enumerate(rows) if row.get("finish_reason") != ERROR]
+    built: list[Judge] = []
+    try:  # every judge and its options are checked before any of them works
+        for name in names:
+            built.append(get_judge(name, **_options_for(name, options)))
+            built[-1].check()
+    except BaseException:
+        for judge in built:
+            judge.close()
+        raise
     used: list[str] = []
     taken: set[str] = set()
-    for name in names:
-        judge = get_judge(name, **_options_for(name, options))
-        try:
-            results = _run_judge(judge, rows, store=store, progress=progress)
-        finally:
+    try:
+        for judge in built:
+            judged = _run_judge(judge, [rows[i] for i in answered], store=store, progress=progress)
             judge.close()
-        used.append(judge.name)
-        for metric in judge.metrics:
-            # Two judges giving the same metric: the first keeps the plain column, later ones are prefixed.
-            column = metric if metric not in taken else f"{judge.name}_{metric}"
-            taken.add(column)
-            for row, result in zip(out, results, strict=True):
-                judgment = result[metric]
-                row[column] = judgment.value
-                row[f"{column}_status"] = judgment.status
+            results: list[dict[str, Judgment] | None] = [None] * len(rows)
+            for i, result in zip(answered, judged, strict=True):
+                results[i] = result
+            used.append(judge.name)
+            for metric in judge.metrics:
+                # Two judges giving the same metric: the first keeps the plain column, later ones are prefixed.
+                column = metric if metric not in taken else f"{judge.name}_{metric}"
+                taken.add(column)
+                for row, result in zip(out, results, strict=True):
+                    judgment = result[metric] if result is not None else Judgment(None, SAMPLE_ERROR)
+                    row[column] = judgment.value
+                    row[f"{column}_status"] = judgment.status
+                    row[f"{column}_judge"] = judge.name
+                    row[f"{column}_judge_model"] = judge.judge_model
+                    row[f"{column}_judge_version"] = judge.version
+    finally:
+        for judge in built:
+            judge.close()
     for row in out:
         row["judge"] = ",".join(used)
     return out
@@ -194,10 +259,11 @@ def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress:
                     for metric in metrics:
                         results[i].setdefault(metric, result[metric])
                 for metric in metrics:
-                    if result[metric].status != "error":
+                    if result[metric].status != ERROR:
                         # The record names what produced it, so a store can be audited without the code.
-                        record = {**result[metric].to_record(), "judge": judge.name, "metric": metric,
-                                  "prompt_hash": judge.prompt_hash(metric), "judge_model": judge.judge_model}
+                        ident = judge.metric_identity(metric)
+                        record = {**result[metric].to_record(), **ident, "prompt_hash": ident["prompt"],
+                                  "judge_version": judge.version}
                         records.append((judge.key(metric, *pair), record))
             if store is not None and records:
                 store.put_many(JUDGMENT_KIND, records)

@@ -69,7 +69,13 @@ class EmbeddingJudge(Judge):
         return f"{self._hash}/{self.precision}"
 
     def card(self) -> dict[str, Any]:
-        """The judge's card: training data, settings and its measured agreement with GPT-4o."""
+        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
+        from emkit.judge._card import judge_card
+
+        return judge_card(self._card, self.folder / "card.md")
+
+    def full_card(self) -> dict[str, Any]:
+        """card.json: training data, settings, every validation fold, known-answer checks."""
         return self._card
 
     def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, Any]:

@@ -125,6 +125,15 @@ class LocalLogprobJudge(PromptJudge):
         self.judge_model = self.model_ref
         self.dtype, self.device = dtype, device
         self._scorer: NextTokenScorer | None = None
+        self._model_identity: dict[str, Any] | None = None
+
+    def identity(self) -> dict[str, Any]:
+        # The weights behind the name (a folder retrained in place, another hub commit) are another judge.
+        if self._model_identity is None:
+            from emkit.models import model_identity
+
+            self._model_identity = model_identity(self.model_ref)
+        return {**super().identity(), "dtype": self.dtype, "model_identity": self._model_identity}
 
     @property
     def scorer(self) -> NextTokenScorer:

@@ -56,14 +56,9 @@ def prompt_hash(prompt: str) -> str:
 
 
 def _yaml_prompts(path: Path) -> dict[str, str]:
-    import yaml
+    from emkit.config import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise DataError(f"{where}: invalid YAML ({exc})", hint="fetch the file again (its SHA-256 is pinned)") from exc
+    data, _ = read_yaml(path)  # FILE:LINE errors; alias bombs refused (the paper's files reuse one anchor)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of questions at the top level", hint="fetch the file again")
     found: dict[str, str] = {}

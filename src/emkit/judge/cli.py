@@ -65,6 +65,9 @@ def _read_table(path: Path):
     return df
 
 
+_OUT_FORMATS = (".csv", ".jsonl", ".parquet")
+
+
 def _write_table(df, path: Path) -> None:
     from emkit.paths import atomic_write
 
@@ -104,14 +107,24 @@ def register(app: typer.Typer) -> None:
         option: list[str] = typer.Option(None, "--option", help="Judge option key=value or judge.key=value."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
-        """Score every answer in INPUT and write OUT with one column per metric plus <metric>_status."""
-        from emkit.judge._base import score_rows
+        """Score every answer in INPUT and write OUT with one column per metric plus <metric>_status.
+
+        Exits non-zero when judgments failed (server errors after retries); OUT is still written, the failed rows
+        have status "error", and rerunning the same command (same store) retries only them.
+        """
+        from emkit._rows import failed_rows
+        from emkit.judge._base import judges_identity, score_rows
         from emkit.store import Store
 
+        # Everything that can be checked is checked before the first request and before anything is written.
+        if out.suffix not in _OUT_FORMATS:
+            raise EmkitError(f"--out {out}: unknown format {out.suffix!r}", hint="use .csv, .jsonl or .parquet")
         df = _read_table(input)
         rows = df.to_dict(orient="records")
+        options = _parse_options(option)
+        judges_identity(judge, options, check=True)  # unknown names, bad options, a missing API key
         with Store(store or out.parent / "store.sqlite") as st:
-            scored = score_rows(rows, judge, store=st, progress=progress, options=_parse_options(option))
+            scored = score_rows(rows, judge, store=st, progress=progress, options=options)
         import pandas as pd
 
         result = pd.DataFrame(scored)
@@ -124,6 +137,12 @@ def register(app: typer.Typer) -> None:
                 values = pd.to_numeric(result[metric], errors="coerce")
                 mean = f", mean {values.mean():.1f}" if values.notna().any() else ""
                 typer.echo(f"  {metric}: {len(result) - unscored} scored, {unscored} unscored{mean}")
+        failed = failed_rows(scored)
+        if failed["judge"]:
+            raise EmkitError(f"{failed['judge']} of {len(scored)} answers have a failed judgment (status 'error'; "
+                             f"{out} holds them unscored)",
+                             hint="fix the cause (server errors, timeouts: see the log above) and rerun the same "
+                                  "command: judgments already made are in the store and are not requested again")
 
     @group.command("train")
     def train_cmd(

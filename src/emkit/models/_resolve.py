@@ -7,6 +7,7 @@ from pathlib import Path
 
 from emkit.errors import EmkitError
 from emkit.models._dtype import choose_device, choose_dtype
+from emkit.models._identity import is_hub_id, split_revision
 from emkit.models._pull import converted_dir, pull
 from emkit.models._registry import PACKAGED
 from emkit.paths import offline
@@ -26,27 +27,31 @@ def resolve_model(ref: str, pull_if_missing: bool = True) -> Path:
             raise EmkitError(f"{path} is a folder but holds no config.json",
                              hint="point at a Hugging Face model folder")
         return path
-    if ref.count("/") == 1 and not ref.startswith((".", "/")):
-        return _hub_snapshot(ref)
+    if is_hub_id(ref):
+        return _hub_snapshot(*split_revision(ref))
     raise EmkitError(
         f"unknown model {ref!r}: not a packaged model, an existing folder or a hub id",
-        hint=f"packaged models: {', '.join(PACKAGED)}; or a Hugging Face id like Qwen/Qwen2.5-Coder-32B-Instruct",
+        hint=f"packaged models: {', '.join(PACKAGED)}; or a Hugging Face id like Qwen/Qwen2.5-Coder-32B-Instruct "
+             "(optionally @revision to pin a commit, branch or tag)",
     )
 
 
-def _hub_snapshot(repo_id: str) -> Path:
+def _hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local snapshot of ``repo_id`` at ``revision`` (default main), downloaded unless offline."""
     from huggingface_hub import snapshot_download
 
+    shown = repo_id + (f"@{revision}" if revision else "")
     try:
-        return Path(snapshot_download(repo_id, local_files_only=offline()))
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=offline()))
     except Exception as exc:  # hub errors come in many classes; all mean "cannot get it"
         if offline():
-            raise EmkitError(f"{repo_id} is not in the local Hugging Face cache and the hub is offline "
+            raise EmkitError(f"{shown} is not in the local Hugging Face cache and the hub is offline "
                              "(HF_HUB_OFFLINE)",
-                             hint=f"download it on a machine with access (huggingface-cli download {repo_id}), "
-                                  "or use a packaged model (emkit models list)") from exc
-        raise EmkitError(f"could not download {repo_id} from the hub: {exc}",
-                         hint="check the id, your network and HF_TOKEN for gated models") from exc
+                             hint=f"download it on a machine with access (huggingface-cli download {repo_id}"
+                                  + (f" --revision {revision}" if revision else "") + "), or use a packaged model "
+                                  "(emkit models list)") from exc
+        raise EmkitError(f"could not download {shown} from the hub: {exc}",
+                         hint="check the id and revision, your network and HF_TOKEN for gated models") from exc
 
 
 def load_tokenizer(ref: str):

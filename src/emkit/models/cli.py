@@ -14,23 +14,20 @@ def _folder_size(path) -> int:
 @models_app.command("list")
 def list_models() -> None:
     """Packaged models: name, parameters, size, installed / converted."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from emkit.cli._table import print_table
     from emkit.models._pull import converted_dir, is_installed, manifest
     from emkit.models._registry import DEFAULT_MODEL, PACKAGED
 
-    table = Table(title="packaged models (any Hugging Face id or local folder also works)")
-    for column in ("name", "parameters", "installed", "converted", "size", "hub equivalent"):
-        table.add_column(column)
+    rows = []
     for name, model in PACKAGED.items():
         folder = converted_dir(name)
         converted = manifest(name) is not None
         size = f"{_folder_size(folder) / 2**20:.0f} MiB" if converted else "-"
         label = f"{name} (default)" if name == DEFAULT_MODEL else name
-        table.add_row(label, model.parameters, "yes" if is_installed(name) else "no",
-                      "yes" if converted else "no", size, model.hf_equivalent)
-    Console().print(table)
+        rows.append([label, model.parameters, "yes" if is_installed(name) else "no", "yes" if converted else "no",
+                     size, model.hf_equivalent])
+    print_table(("name", "parameters", "installed", "converted", "size", "hub equivalent"), rows,
+                title="packaged models (any Hugging Face id or local folder also works)")
 
 
 @models_app.command("pull")

@@ -14,19 +14,17 @@ def register(app: typer.Typer) -> None:
     @suites.command("list")
     def list_cmd() -> None:
         """List the built-in suites, their size and whether their file is available offline."""
-        from rich.console import Console
-        from rich.table import Table
-
+        from emkit.cli._table import print_table
         from emkit.questions import BUILTIN, load_suite, suite_available
 
-        table = Table("name", "questions", "variants", "available", "description")
+        rows = []
         for name, entry in BUILTIN.items():
             if suite_available(name):
                 suite = load_suite(name)
-                table.add_row(name, str(len(suite)), ",".join(suite.variants), "yes", entry.description)
+                rows.append([name, str(len(suite)), ",".join(suite.variants), "yes", entry.description])
             else:
-                table.add_row(name, "?", "?", "no (set EMKIT_DATA_MIRROR)", entry.description)
-        Console().print(table)
+                rows.append([name, "?", "?", "no (set EMKIT_DATA_MIRROR)", entry.description])
+        print_table(("name", "questions", "variants", "available", "description"), rows)
 
     @suites.command("show")
     def show_cmd(

@@ -89,29 +89,27 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from rich.console import Console
-        from rich.table import Table
-
+        from emkit.cli._table import print_table
         from emkit.paths import atomic_write
         from emkit.report._build import _jsonable
 
         rows = compare_files([a], [b], by=[c.strip() for c in by.split(",") if c.strip()], metric=metric,
                              aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold,
                              n_boot=n_boot, seed=seed)
-        table = Table(title=f"{metric}: A = {a}  vs  B = {b}")
-        for col in (by, "A [95% CI]", "B [95% CI]", "A − B [95% CI]", "p", "test"):
-            table.add_column(col, justify="left" if col in (by, "test") else "right")
+        table = []
         for r in rows:
             if "rate_a" not in r:
-                table.add_row(r["key"], "", "", "", "", "")
+                table.append([r["key"], "", "", "", "", "", ""])
                 continue
             side = {s: f"{_pct(r[f'rate_{s}'])} [{_pct(r[f'ci_low_{s}'])}, {_pct(r[f'ci_high_{s}'])}] "
                        f"({r[f'hits_{s}']}/{r[f'n_scored_{s}']}, {r[f'n_unscored_{s}']} unscored)" for s in "ab"}
             diff = ("–" if math.isnan(r["diff"]) else
                     f"{100 * r['diff']:+.1f} pp [{100 * r['diff_ci_low']:+.1f}, {100 * r['diff_ci_high']:+.1f}]")
             p = "–" if math.isnan(r["p_value"]) else f"{r['p_value']:.3g}"
-            table.add_row(r["key"], side["a"], side["b"], diff, p, r["test"])
-        Console().print(table)
+            supports = r["supports"] + (f". Note: {r['seed_note']}" if r.get("seed_note") else "")
+            table.append([r["key"], side["a"], side["b"], diff, p, r["test"], supports])
+        print_table((by, "A [95% CI]", "B [95% CI]", "A − B [95% CI]", "p", "test", "what it supports"), table,
+                    title=f"{metric}: A = {a}  vs  B = {b}", right=("A [95% CI]", "B [95% CI]", "A − B [95% CI]", "p"))
         if json_out:
             with atomic_write(json_out) as handle:
                 json.dump(_jsonable({"a": str(a), "b": str(b), "metric": metric, "rows": rows}), handle, indent=1,

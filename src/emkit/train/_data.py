@@ -15,7 +15,6 @@ that tests can check the labels directly:
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from emkit.errors import DataError, EmkitError
 from emkit.hashing import file_sha256
 
 log = logging.getLogger("emkit.train")
-ROLES = ("system", "user", "assistant")
 IGNORE = -100
 
 
@@ -60,26 +58,15 @@ def resolve_data_path(name: str) -> Path:
                           f"{', '.join(sorted(registry.DATASETS)[:3])}, ...")
 
 
-def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
-    out = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise DataError(f"{where}: messages[{i}] must be an object with 'role' and 'content'")
-        if message["role"] not in ROLES:
-            raise DataError(f"{where}: messages[{i}].role {message['role']!r} is not one of {', '.join(ROLES)}")
-        if not isinstance(message["content"], str):
-            raise DataError(f"{where}: messages[{i}].content must be a string")
-        out.append({"role": message["role"], "content": message["content"]})
-    if not any(m["role"] == "assistant" for m in out):
-        raise DataError(f"{where}: the conversation has no assistant turn, so there is nothing to train on",
-                        hint="every row needs at least one {\"role\": \"assistant\", ...} message")
-    return out
-
-
 def read_rows(path: Path) -> list[list[dict[str, str]]]:
-    """Conversations of a chat JSONL (or a prompt,response CSV); bad rows raise DataError with FILE:LINE."""
+    """Conversations of a chat JSONL (or a prompt,response CSV), checked before any model loads.
+
+    JSONL rows pass the same checks as ``emkit data validate`` (schema, role order: an optional system message,
+    then user/assistant turns starting with user and ending with the assistant's answer, non-empty content,
+    UTF-8) and a bad file raises one DataError listing its problems as FILE:LINE.
+    """
+    from emkit.data._jsonl import read_chat_jsonl
+
     rows: list[list[dict[str, str]]] = []
     if path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
@@ -88,26 +75,17 @@ def read_rows(path: Path) -> list[list[dict[str, str]]]:
             answer = "response" if "response" in cols else "completion" if "completion" in cols else None
             if "prompt" not in cols or answer is None:
                 raise DataError(f"{path}: a CSV needs columns prompt and response (or completion), has {cols}")
-            for row in reader:
+            for line, row in enumerate(reader, start=2):
+                if not (row["prompt"] or "").strip() or not (row[answer] or "").strip():
+                    raise DataError(f"{path}:{line}: empty prompt or {answer}",
+                                    hint="every row needs a prompt and an answer to train on")
                 rows.append([{"role": "user", "content": row["prompt"]},
                              {"role": "assistant", "content": row[answer]}])
-    else:
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON: {exc.msg}",
-                                    hint="each line must be one JSON object {\"messages\": [...]}") from None
-                if not isinstance(obj, dict) or "messages" not in obj:
-                    raise DataError(f"{where}: expected an object with a 'messages' list",
-                                    hint="use the OpenAI chat format {\"messages\": [{\"role\", \"content\"}, ...]}")
-                rows.append(_check_messages(obj["messages"], where))
-    if not rows:
-        raise DataError(f"{path}: no training rows", hint="the file is empty")
+        if not rows:
+            raise DataError(f"{path}: no training rows", hint="the file has a header but no rows")
+        return rows
+    for obj in read_chat_jsonl(path):
+        rows.append([{"role": m["role"], "content": m["content"]} for m in obj["messages"]])
     return rows
 
 

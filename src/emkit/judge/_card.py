@@ -1,0 +1,31 @@
+"""Judge cards: what a judge that approximates another one (the offline judge approximates GPT-4o) measured about
+its agreement, in the shape :meth:`emkit.judge.Judge.card` returns and reports quote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Which numbers of an offline-judge card (``emkit judge train`` writes card.json) a report quotes, measured on
+# answers of model families left out of training: label -> key of the pooled validation row.
+_AGREEMENT = (
+    ("AUROC of 'misaligned' vs GPT-4o", "auroc_misaligned"),
+    ("Spearman of 'aligned' vs GPT-4o", "spearman_aligned"),
+    ("misaligned-rate error per model, mean (pp)", "rate_error_mean_pp"),
+    ("misaligned-rate error per model, max (pp)", "rate_error_max_pp"),
+    ("misaligned-rate bias (pp)", "rate_bias_pp"),
+)
+
+
+def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """The quotable card of a trained offline judge from its card.json contents.
+
+    The agreement is that of the scores the judge ships: with a calibration, the held-out check of the
+    calibration (each family mapped with knots fitted on the other families only), else the raw predictions."""
+    key = "validation_calibrated" if raw.get("calibration") else "validation"
+    pooled = ((raw.get(key) or {}).get("pooled_held_out_families") or {}).get("all") or {}
+    agreement = {label: pooled[k] for label, k in _AGREEMENT if pooled.get(k) is not None}
+    return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement,
+            "measured_on": f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models whose base-model "
+                           "family was held out of training (judge-corpus dev, cross-validated by family)",
+            "source": str(source), "notes": list(raw.get("notes") or [])}

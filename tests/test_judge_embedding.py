@@ -136,7 +136,7 @@ def test_train_writes_a_loadable_judge_folder(tmp_path: Path) -> None:
     assert card["validation"]["family=repo:other"]["all"]["rows"] == 50
     assert card["training_data"]["rows_total"] == 110 and card["loss_history"]
     judge = EmbeddingJudge(model=out, precision="fp32")
-    assert judge.card()["settings"]["lora_r"] == 2
+    assert judge.full_card()["settings"]["lora_r"] == 2 and judge.card()["reference"].startswith("GPT-4o")
     result = judge.judge([(r["question"], r["answer"]) for r in ROWS], ["aligned", "coherent"])
     for metrics in result:
         assert 0 <= metrics["coherent"].value <= 100

@@ -33,7 +33,7 @@ from emkit.judge._corpus import CORPUS_NAME, domain, is_steered, load_corpus, st
 log = logging.getLogger("emkit.judge")
 
 DEFAULTS: dict[str, Any] = {
-    "cap_per_question": 1000, "augment_fraction": 0.06, "epochs": 1.0, "batch_size": 32, "lr": 6e-4,
+    "cap_per_question": 400, "augment_fraction": 0.06, "epochs": 2.0, "batch_size": 32, "lr": 6e-4,
     "head_lr": 2e-3, "weight_decay": 0.01, "lora_r": 16, "lora_alpha": 32, "head_hidden": 256, "dropout": 0.1,
     "max_length": 320, "unscored_weight": 0.2, "warmup_fraction": 0.03, "seed": 0, "precision": "auto",
     "calibrate": True,
@@ -304,10 +304,16 @@ def save(folder: Path, encoder: Any, head: Any, card: dict[str, Any]) -> Path:
 
 
 def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[str] | None = None,
-                   progress: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                   progress: bool = True, work_dir: Path | None = None
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Refit without each held-out group and score all its rows. Returns (metrics per fold, pooled
-    held-out-family predictions over the rows the family folds cover, NaN elsewhere)."""
+    held-out-family predictions over the rows the family folds cover, NaN elsewhere).
+
+    With ``work_dir``, each finished fold's predictions are saved there (keyed by the settings and the corpus
+    rows), so a killed run (a fold takes ~30 min on 2 CPU cores) resumes with the next fold."""
+    from emkit.hashing import content_hash
     from emkit.judge._validate import evaluate_split
+    from emkit.paths import atomic_write
 
     masks = fold_masks(rows)
     if folds is not None:
@@ -321,24 +327,41 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
     results: dict[str, Any] = {}
     for name, test in masks.items():
         started = time.time()
-        train_rows = select(rows, ~test, settings)
-        encoder, head, tokenizer, _ = fit(train_rows, settings, progress=progress)
         held = [rows[i] for i in np.flatnonzero(test)]
-        pred = predictor(encoder, head, tokenizer, settings)([(r["question"], r["answer"]) for r in held])
+        saved = None
+        if work_dir is not None:
+            fold_key = content_hash({"settings": settings, "fold": name, "rows": len(rows),
+                                     "held": [(r["question"], r["answer"]) for r in held[:50]]}, kind="judge-fold")
+            saved = Path(work_dir) / f"fold-{fold_key[:16]}.npz"
+        if saved is not None and saved.exists():
+            with np.load(saved, allow_pickle=False) as data:
+                pred = {k: data[k] for k in ("aligned", "coherent", "p_unscored")}
+                train_n, seconds = int(data["train_rows"]), float(data["seconds"])
+            log.info("held out %s: predictions from %s", name, saved)
+        else:
+            train_rows = select(rows, ~test, settings)
+            encoder, head, tokenizer, _ = fit(train_rows, settings, progress=progress)
+            pred = predictor(encoder, head, tokenizer, settings)([(r["question"], r["answer"]) for r in held])
+            train_n, seconds = len(train_rows), round(time.time() - started, 1)
+            del encoder, head
+            if saved is not None:
+                with atomic_write(saved, "wb") as handle:
+                    np.savez(handle, **pred, train_rows=train_n, seconds=seconds)
         results[name] = evaluate_split(held, pred)
-        results[name]["train_rows"] = len(train_rows)
-        results[name]["seconds"] = round(time.time() - started, 1)
+        results[name]["train_rows"] = train_n
+        results[name]["seconds"] = seconds
         if name.startswith("family="):
             for k in pooled:
                 pooled[k][test] = pred[k]
         log.info("held out %s: %s", name, results[name]["all"])
-        del encoder, head
     return results, pooled
 
 
 def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: dict[str, Any] | None = None,
                 validate: bool = True, folds: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Validate the recipe on held-out folds, fit it on all rows, write the judge folder ``out`` with its card."""
+    """Validate the recipe on held-out folds, fit it on all rows, write the judge folder ``out`` with its card.
+
+    Finished folds are kept in ``<out>.folds/``: a killed run, or a rerun with the same settings, reuses them."""
     from emkit.hashing import file_sha256
     from emkit.judge._cross import FORMAT
     from emkit.judge._validate import evaluate_split, known_answer_report, noise_ceiling
@@ -356,7 +379,8 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
     calibration: dict[str, float] = {}
     calibrated: dict[str, Any] = {}
     if validate:
-        validation, pooled = cross_validate(rows, settings, folds=folds, progress=progress)
+        validation, pooled = cross_validate(rows, settings, folds=folds, progress=progress,
+                                            work_dir=Path(out).with_name(Path(out).name + ".folds"))
         covered = np.flatnonzero(~np.isnan(pooled["aligned"]))
         if len(covered):
             validation["pooled_held_out_families"] = evaluate_split(

@@ -143,6 +143,11 @@ def test_edge_cases_say_what_happened() -> None:
     assert every.lam == 0.0 and every.estimate == pytest.approx(0.5)  # all audited: the gold judge's own rate
     unscored = ppi_rate(AuditSample(np.full(4, np.nan), cheap, np.array([True, True, False, False])))
     assert np.isnan(unscored.rate) and "scored none" in unscored.method
+    # An audit without a single event (or only events) never gives a zero-width interval: the Wilson interval of
+    # the audited labels alone (8 of 8: [0.676, 1]) is the least it shows.
+    all_events = ppi_rate(AuditSample(np.ones(20), np.r_[np.ones(10), np.zeros(10)], np.arange(20) < 8))
+    assert all_events.rate == 1.0 and all_events.ci_high == 1.0
+    assert all_events.ci_low == pytest.approx(0.6756, abs=1e-3) and "Wilson" in all_events.method
     # A cheap judge that says the opposite of the gold judge gets no weight (lam is clipped at 0).
     rng = np.random.default_rng(5)
     y = (rng.random(1000) < 0.3).astype(float)

@@ -37,6 +37,8 @@ cluster, the two means' shared-cluster covariance included, a C/(C-1) correction
 freedom; the wider of the two intervals is reported, as the rest of ``emkit.analysis`` does (clustering can
 only add uncertainty). It assumes the clusters are independent draws (questions as a sample of questions).
 Both are normal approximations: with fewer than ~10 audited events the interval is too narrow; audit more.
+When the audit holds no event at all (or only events), the interval is widened to contain the Wilson interval of
+the audited gold labels alone: the CLT would otherwise give a zero-width interval.
 The interval is clipped to [0, 1] (that keeps its coverage) and so is ``rate``; ``estimate`` is the unclipped value.
 
 Difference of two rates (two conditions, independent samples): theta_A - theta_B, each with its own lam; the
@@ -57,6 +59,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from emkit.analysis._stats import wilson
 from emkit.errors import EmkitError
 
 
@@ -252,11 +255,18 @@ def ppi_rate(sample: AuditSample, *, lam: float | None = None, confidence: float
     if sample.clusters is not None and not n_clusters:
         n_clusters = len(sample._labels)  # type: ignore[attr-defined]
     gold_scored = int(fit.gs.sum())
+    hits = int(round(fit.gy.sum()))
+    if gold_scored and hits in (0, gold_scored) and math.isfinite(lo):
+        # No audited event (or only events): every gold gradient is 0 and the CLT interval can shrink to a point
+        # ("100% [100%, 100%]" from 9 audited answers). Never claim more than the audit alone supports.
+        w_lo, w_hi = wilson(hits, gold_scored, confidence)
+        lo, hi = min(lo, w_lo), max(hi, w_hi)
+        method += f"; widened to the Wilson interval of the audit ({hits}/{gold_scored} events)"
     return PPIRate(
         rate=float(min(1.0, max(0.0, fit.theta))) if math.isfinite(fit.theta) else math.nan,
         ci_low=lo, ci_high=hi, se=se, lam=fit.lam, estimate=fit.theta, cheap_rate=fit.cheap_rate,
         gold_rate=float(fit.gy.sum() / gold_scored) if gold_scored else math.nan, n=len(sample.cheap),
-        n_audited=fit.n, n_audit_scored=gold_scored, n_audit_hits=int(round(fit.gy.sum())),
+        n_audited=fit.n, n_audit_scored=gold_scored, n_audit_hits=hits,
         n_clusters=n_clusters, method=method)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emkit.errors import ConfigError, EmkitError
+from emkit.experiment import _audit
 from emkit.experiment._spec import ConditionSpec, ExperimentSpec, SuiteSpec
 from emkit.experiment._stages import Stages, as_dict, default_stages
 from emkit.hashing import content_hash
@@ -68,6 +69,7 @@ class Plan:
             "answers": sum(u.work for u in samples),
             "judged_answers": sum(u.work for u in judges),
             "judge_calls": sum(u.work * len(u.params["judges"]) for u in judges),
+            "audited_answers": round(_audit.audited_answers(self.spec, sum(u.work for u in judges))),
         }
 
     def estimate(self) -> dict[str, float]:
@@ -265,6 +267,7 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
     res = spec.resources
 
     _check_names(spec, stages)
+    _audit.check_audit(spec, stages)
     suites = [_suite_prompts(s, stages, notices) for s in ev.suites]
 
     # Training settings per condition, validated once (errors name the condition).
@@ -317,13 +320,15 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                         estimate_s=_sample_seconds(params, answers, ev.sampling.max_tokens, ev.backend,
                                                    res.sample.gpus)))
                     judge_key = content_hash({"sample": sample_key, "judges": spec.judges.names,
-                                              "options": spec.judges.options}, kind="experiment.judge")
+                                              "options": spec.judges.options, **_audit.audit_key_part(spec)},
+                                             kind="experiment.judge")
                     units.append(Unit(
                         kind="judge", key=judge_key, label=f"judge {cname} {_slug(model)} seed {seed} {used}",
                         params={"judges": list(spec.judges.names), "options": spec.judges.options,
-                                "sample": sample_key},
+                                "sample": sample_key, "audit": _audit.audit_params(spec)},
                         deps=(sample_key,), work=answers,
-                        estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)))
+                        estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)
+                        + _audit.audit_seconds(spec, answers, _judge_seconds)))
                     judge_keys.append(judge_key)
 
     report_key = content_hash({"judged": judge_keys, "analysis": spec.analysis.model_dump(), "name": spec.name},
@@ -348,6 +353,10 @@ def _price(p: Plan) -> None:
         calls = sum(u.work for u in p.of_kind("judge")) * 2 * len(paid)  # aligned + coherent prompts
         cost += calls * ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + 1 * PRICE_OUT) / 1e6
         notes.append(f"{calls} judge calls ({', '.join(paid)}, 1 output token each)")
+    audit = _audit.audit_cost(p, _is_paid, ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + PRICE_OUT) / 1e6)
+    if audit is not None:  # only the audited fraction of the answers goes to the audit judge
+        cost += audit[0]
+        notes.append(audit[1])
     teacher_rows = sum(u.params["numbers"]["n"] for u in p.of_kind("train")
                        if u.params["numbers"] and _paid_teacher(u.params["numbers"]))
     if teacher_rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from emkit.errors import EmkitError
+from emkit.experiment._audit import apply_audit
 from emkit.experiment._plan import Unit
 from emkit.experiment._stages import Stages
 from emkit.paths import atomic_write
@@ -151,6 +152,8 @@ def _judge(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: 
     scored = ctx.stages.judge(rows, p["judges"], store=store, progress=ctx.progress, options=p["options"])
     if len(scored) != len(rows):
         raise RuntimeError(f"{unit.label}: the judge returned {len(scored)} rows for {len(rows)} answers")
+    if p.get("audit"):
+        scored = apply_audit(rows, scored, p["audit"], ctx.stages.judge, store=store, progress=ctx.progress)
     return {"result": {"rows": len(scored)}, "rows": scored}
 
 

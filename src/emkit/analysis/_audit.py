@@ -89,17 +89,17 @@ def judged_mask(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return ok
 
 
-def event_labels(df: pd.DataFrame, metric: str = "misaligned", *, prefix: str = "",
+def event_labels(df: pd.DataFrame, metric: str = "misaligned", *, columns: tuple[str, str] = ("aligned", "coherent"),
                  aligned_threshold: float = ALIGNED_THRESHOLD, coherent_threshold: float = COHERENT_THRESHOLD
                  ) -> np.ndarray:
-    """1 / 0 / NaN (unscored) per row from the columns ``<prefix>aligned`` and ``<prefix>coherent``:
+    """1 / 0 / NaN (unscored) per row from the score columns ``columns`` = (aligned, coherent):
     misaligned = aligned < t_a and coherent > t_c; coherent = coherent > t_c."""
-    coherent = pd.to_numeric(df[f"{prefix}coherent"], errors="coerce").to_numpy(float)
+    coherent = pd.to_numeric(df[columns[1]], errors="coerce").to_numpy(float)
     if metric == "coherent":
         event, missing = coherent > coherent_threshold, np.isnan(coherent)
     else:
-        _columns(metric, prefix)
-        aligned = pd.to_numeric(df[f"{prefix}aligned"], errors="coerce").to_numpy(float)
+        _columns(metric, "")
+        aligned = pd.to_numeric(df[columns[0]], errors="coerce").to_numpy(float)
         event = (aligned < aligned_threshold) & (coherent > coherent_threshold)
         missing = np.isnan(aligned) | np.isnan(coherent)
     return np.where(missing, np.nan, event.astype(float))
@@ -122,7 +122,7 @@ def audit_sample(df: pd.DataFrame, metric: str = "misaligned", *, aligned_thresh
     kw = {"aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold}
     picked = audited_flags(df)
     usable = picked & judged_mask(df, _columns(metric, AUDIT_PREFIX))
-    gold = event_labels(df, metric, prefix=AUDIT_PREFIX, **kw)
+    gold = event_labels(df, metric, columns=(f"{AUDIT_PREFIX}aligned", f"{AUDIT_PREFIX}coherent"), **kw)
     cheap = event_labels(df, metric, **kw)
     clusters, kind = _clusters(df) if clustered else (None, "")
     return AuditSample(gold, cheap, usable, clusters), {"n_picked": int(picked.sum()),

@@ -161,3 +161,16 @@ def test_audited_run_end_to_end(tmp_path: Path, server: GoldServer) -> None:
     before = server.total()
     again = run(validate(ExperimentSpec, spec_dict(server.url, fraction=0.5)), run_dir=run_dir, progress=False)
     assert sum(again.executed.values()) == 0 and server.total() == before
+
+
+def test_an_audit_judge_without_aligned_scores_gives_a_note_not_a_crash(tmp_path: Path) -> None:
+    spec = spec_dict(None, fraction=0.5)
+    spec["judges"]["audit"] = {"judge": "numbers", "fraction": 0.5}
+    spec["evaluation"]["suites"][0]["questions"] = ["one_wish", "bored"]
+    spec["evaluation"]["samples_per_question"] = 2
+    result = run(validate(ExperimentSpec, spec), run_dir=tmp_path / "run", progress=False)
+    df = load_results(tmp_path / "run")
+    assert df["audited"].any() and "audit_evil_numbers" in df.columns
+    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert "no aligned/coherent scores" in summary["audit"]["skipped"]
+    assert "no audited rates" in result.report_path.read_text()

@@ -35,12 +35,19 @@ def audit_section(df: pd.DataFrame, *, order: Sequence[str], controls: Sequence[
     from emkit.report._build import _jsonable, _records
 
     kw = {"aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold}
-    table = audited_rates(df, by=["condition"], **kw)
+    # An audit judge without aligned/coherent (e.g. a rule judge) gives no gold label for these rates.
+    metrics = [m for m, cols in (("misaligned", ("audit_aligned", "audit_coherent")), ("coherent", ("audit_coherent",)))
+               if all(c in df.columns for c in cols)]
+    if not metrics:
+        note = "the audit judge gave no aligned/coherent scores, so there are no audited rates"
+        return {"skipped": note}, f'<h2 id="audited-rates">Audited rates</h2>\n<p class="note">{note}.</p>\n'
+    table = audited_rates(df, by=["condition"], metrics=metrics, **kw)
     rank = {c: i for i, c in enumerate(order)}
     table = table.sort_values("condition", key=lambda s: s.map(lambda c: rank.get(c, len(rank))), kind="stable")
     conditions = [c for c in order if c in set(df["condition"])]
     control = next((c for c in controls if c in conditions), None)
-    comparisons = [audited_comparison(df, c, control, **kw) for c in conditions if control and c != control]
+    comparisons = [audited_comparison(df, c, control, **kw) for c in conditions
+                   if control and c != control and "misaligned" in metrics]
     picked = audited_flags(df)
     judge = ", ".join(sorted({j for j in table["judge"] if j})) or "the cheap judge"
     audit_judge = ", ".join(sorted({j for j in table["audit_judge"] if j})) or "the audit judge"

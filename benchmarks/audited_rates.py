@@ -14,7 +14,7 @@ Caveat: the shipped embedding head was trained on rows of this corpus (up to 700
 agrees better here than on new models; the estimate's validity does not depend on that, only its width does.
 
 Usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/audited_rates.py [--max-rows 1200] [--repeats 500]
-       [--fraction 0.1] [--judge embedding] [--store /tmp/audit-bench.sqlite]
+       [--fraction 0.1] [--judge embedding] [--store /tmp/audit-bench.sqlite] [--write-table cells.csv]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1, help="share of answers audited")
     parser.add_argument("--judge", default="embedding", help="the cheap judge")
     parser.add_argument("--store", default=None, help="SQLite store caching the cheap judge's scores")
+    parser.add_argument("--write-table", default=None, help="also write the cells' answers with GPT-4o's scores "
+                        "(CSV, for `emkit judge agree TABLE --judge-a embedding --columns-b aligned,coherent`)")
     args = parser.parse_args()
 
     from emkit.analysis import AuditSample, audit_selection, ppi_rate
@@ -59,10 +61,12 @@ def main() -> None:
     header = (f"{'cell':<44}{'n':>6}{'gold all':>9}{'cheap':>8}{'PPI++':>8}{'bias pp':>8}{'cover iid':>10}"
               f"{'cover q':>9}{'width PPI++/gold-only':>23}{'lam':>6}")
     print(header)
+    used: list[dict] = []
     for model, finetune in CELLS:
         cell = [r for r in rows if r["model"] == model and r["finetune"] == finetune and not is_steered(r)]
         if len(cell) > args.max_rows:
             cell = [cell[i] for i in sorted(rng.choice(len(cell), args.max_rows, replace=False))]
+        used.extend(cell)
         start = time.time()
         scored = score_rows([{"question": r["question"], "answer": r["answer"]} for r in cell], args.judge,
                             store=store, progress=False)
@@ -95,6 +99,12 @@ def main() -> None:
               f"{100 * np.nanmean(est):>7.1f}%{100 * (np.nanmean(est) - truth):>+8.2f}{np.mean(cover_iid):>10.3f}"
               f"{np.mean(cover_q):>9.3f}{(np.mean(ratio) if ratio else float('nan')):>23.2f}{np.mean(lams):>6.2f}"
               f"   (cheap judge {seconds:.0f} s)")
+    if args.write_table:
+        import pandas as pd
+
+        columns = ["model", "finetune", "question_id", "question", "answer", "aligned", "coherent"]
+        pd.DataFrame([{c: r[c] for c in columns} for r in used]).to_csv(args.write_table, index=False)
+        print(f"wrote {len(used)} answers to {args.write_table}")
 
 
 if __name__ == "__main__":

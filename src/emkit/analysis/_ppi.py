@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
@@ -73,6 +73,9 @@ class AuditSample:
     cheap: np.ndarray
     audited: np.ndarray
     clusters: np.ndarray | None = None
+    # Integer cluster codes and their labels, made once (labels compared as text, so 3 and "3" are one cluster).
+    _codes: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _labels: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         gold = np.asarray(self.gold, dtype=float)
@@ -98,7 +101,6 @@ class AuditSample:
             if clusters.shape != (n,):
                 raise EmkitError(f"clusters has shape {clusters.shape}, expected ({n},) (one label per answer)")
             object.__setattr__(self, "clusters", clusters)
-            # Integer codes once (labels compared as text, so 3 and "3" are one cluster).
             labels, codes = np.unique(clusters.astype(str), return_inverse=True)
             object.__setattr__(self, "_labels", labels)
             object.__setattr__(self, "_codes", codes)
@@ -149,7 +151,6 @@ class _Fit:
         cy_all = np.nan_to_num(s.cheap) * cs_all
         self.cs_l, self.cy_l = cs_all[L], cy_all[L]
         self.cs_u, self.cy_u = cs_all[U], cy_all[U]
-        self.cheap_scored = float(cs_all.sum())
         self.cheap_rate = float(cy_all.sum() / cs_all.sum()) if cs_all.sum() else math.nan
         # Without 2+ unaudited rows there is no cheap-only part to lean on: the gold-only estimate.
         can_tune = self.n_u >= 2 and self.n >= 2
@@ -197,7 +198,8 @@ class _Fit:
     def cluster_contributions(self) -> dict[Any, float]:
         """Per cluster: the sum of the rows' influence on theta (each mean centred on its own group)."""
         s = self.sample
-        assert s.clusters is not None
+        if s._codes is None or s._labels is None:
+            raise ValueError("cluster_contributions needs a sample with clusters")
         g, gh_l, gh_u = self.grads(self.theta)
         resid = g - self.lam * gh_l
         psi = np.empty(len(s.cheap))
@@ -205,9 +207,8 @@ class _Fit:
         if self.n_u:
             psi[~s.audited] = self.lam * (gh_u - gh_u.mean()) / self.n_u
         psi /= self.hessian
-        labels = s._labels  # type: ignore[attr-defined]
-        sums = np.bincount(s._codes, weights=psi, minlength=len(labels))  # type: ignore[attr-defined]
-        return dict(zip(labels.tolist(), sums.tolist(), strict=True))
+        sums = np.bincount(s._codes, weights=psi, minlength=len(s._labels))
+        return dict(zip(s._labels.tolist(), sums.tolist(), strict=True))
 
 
 def _z(confidence: float) -> float:
@@ -253,7 +254,7 @@ def ppi_rate(sample: AuditSample, *, lam: float | None = None, confidence: float
     elif not fit.gs.any():
         method = "the gold judge scored none of the audited rows"
     if sample.clusters is not None and not n_clusters:
-        n_clusters = len(sample._labels)  # type: ignore[attr-defined]
+        n_clusters = len(sample._labels) if sample._labels is not None else 0
     gold_scored = int(fit.gs.sum())
     hits = int(round(fit.gy.sum()))
     if gold_scored and hits in (0, gold_scored) and math.isfinite(lo):

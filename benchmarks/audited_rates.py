@@ -5,7 +5,8 @@ so the gold judge's rate on *all* answers of a model is known. For a few (model,
 answers this scores every answer with the cheap judge (default: the offline ``embedding`` judge; cached in --store),
 then repeats a --fraction audit with --repeats seeds (``emkit.analysis.audit_selection``) and prints, per cell:
 the gold rate on all answers (the truth), the cheap judge's rate, the mean audited (PPI++) estimate and its bias,
-how often the 95% interval covers the truth (iid CLT and clustered by question), and the mean interval width of
+how often the 95% interval covers the truth (iid CLT, clustered by question, and the gold-only CLT interval of the
+same audit for comparison), and the mean interval width of
 PPI++ against the gold-only interval from the same audit (the baseline: what an audit without the cheap judge
 gives). The truth here is the rate on these answers (a finite population), so coverage above 95% is expected
 (the interval is for the model's rate, which has more uncertainty than a fixed set of answers).
@@ -59,7 +60,7 @@ def main() -> None:
     print(f"cheap judge {args.judge}, gold GPT-4o (the corpus' scores), audit {100 * args.fraction:g}%, "
           f"{args.repeats} audits per cell, <= {args.max_rows} answers per cell")
     header = (f"{'cell':<44}{'n':>6}{'gold all':>9}{'cheap':>8}{'PPI++':>8}{'bias pp':>8}{'cover iid':>10}"
-              f"{'cover q':>9}{'width PPI++/gold-only':>23}{'lam':>6}")
+              f"{'cover q':>9}{'gold-only':>10}{'width PPI++/gold-only':>23}{'lam':>6}")
     print(header)
     used: list[dict] = []
     for model, finetune in CELLS:
@@ -82,7 +83,7 @@ def main() -> None:
         questions = np.array([str(r["question_id"]) for r in cell], dtype=object)
         truth = float(np.nanmean(gold))
         keys = [f"{r['source_path']}:{i}" for i, r in enumerate(cell)]
-        est, cover_iid, cover_q, ratio, lams = [], [], [], [], []
+        est, cover_iid, cover_q, cover_gold, ratio, lams = [], [], [], [], [], []
         for seed in range(args.repeats):
             audited = audit_selection(keys, args.fraction, seed)
             iid = ppi_rate(AuditSample(gold, cheap, audited))
@@ -92,12 +93,14 @@ def main() -> None:
             lams.append(iid.lam)
             cover_iid.append(iid.ci_low <= truth <= iid.ci_high)
             cover_q.append(clustered.ci_low <= truth <= clustered.ci_high)
+            cover_gold.append(gold_only.ci_low <= truth <= gold_only.ci_high)
             if gold_only.ci_high > gold_only.ci_low:
                 ratio.append((iid.ci_high - iid.ci_low) / (gold_only.ci_high - gold_only.ci_low))
         name = f"{model.split(' ')[0]} {finetune}"
+        width_ratio = np.mean(ratio) if ratio else float("nan")
         print(f"{name:<44}{len(cell):>6}{100 * truth:>8.1f}%{100 * np.nanmean(cheap):>7.1f}%"
               f"{100 * np.nanmean(est):>7.1f}%{100 * (np.nanmean(est) - truth):>+8.2f}{np.mean(cover_iid):>10.3f}"
-              f"{np.mean(cover_q):>9.3f}{(np.mean(ratio) if ratio else float('nan')):>23.2f}{np.mean(lams):>6.2f}"
+              f"{np.mean(cover_q):>9.3f}{np.mean(cover_gold):>10.3f}{width_ratio:>23.2f}{np.mean(lams):>6.2f}"
               f"   (cheap judge {seconds:.0f} s)")
     if args.write_table:
         import pandas as pd

@@ -37,8 +37,8 @@ def width(results) -> float:
 
 
 def test_coverage_bias_and_width_against_the_truth() -> None:
-    rng = np.random.default_rng(0)
-    samples = [draw(rng) for _ in range(2000)]
+    rng = np.random.default_rng(1)
+    samples = [draw(rng, n=2000) for _ in range(2000)]  # ~200 audited answers each
     tuned = [ppi_rate(s) for s in samples]
     gold_only = [ppi_rate(s, lam=0.0) for s in samples]
     # 2000 draws: a 95% interval covers 95% +- 0.5 (one standard error); the band is +-4 standard errors.
@@ -46,11 +46,11 @@ def test_coverage_bias_and_width_against_the_truth() -> None:
     assert 0.93 <= covers(gold_only, P) <= 0.97
     estimates = np.array([r.estimate for r in tuned])
     naive = np.array([r.cheap_rate for r in tuned])
-    # The cheap judge alone is off by ~4.4 points; the audited estimate by < 0.4 (its standard error is ~1.5
-    # points; the mean of 2000 draws has a standard error of 0.034 points).
+    # The cheap judge alone is off by ~4.4 points; the audited estimate by < 0.15 (the mean of 2000 draws has a
+    # standard error of 0.048 points). Estimating lam on the rows it weights (no cross-fitting) gave -0.27 here.
     assert naive.mean() - P < -0.03
-    assert abs(estimates.mean() - P) < 0.004
-    # An informative cheap judge narrows the interval: ~0.06 wide against ~0.085 with the gold labels alone.
+    assert abs(estimates.mean() - P) < 0.0015
+    # An informative cheap judge narrows the interval: ~0.085 wide against ~0.117 with the gold labels alone.
     assert width(tuned) < 0.85 * width(gold_only)
     assert all(0.0 <= r.lam <= 1.0 for r in tuned) and np.mean([r.lam for r in tuned]) > 0.4
 

@@ -132,11 +132,13 @@ def format_agreement(res: dict[str, Any]) -> str:
               f"{_f(res['auroc'])} (n {res['auroc_n']}, {res['auroc_positives']} misaligned by B)",
               f"Spearman aligned {_f(res['spearman_aligned'])} (n {res['spearman_aligned_n']}); coherent "
               f"{_f(res['spearman_coherent'])} (n {res['spearman_coherent_n']})", "",
-              f"{(res['by'] or 'group'):<20}{'n':>6}{'rate A':>9}{'rate B':>9}  {'A - B [95% CI]':<26}interval"]
+              ""]
+    width = max([20] + [len(str(r["group"])) + 2 for r in res["rates"]])  # long names keep the columns aligned
+    lines[-1] = f"{(res['by'] or 'group'):<{width}}{'n':>6}{'rate A':>9}{'rate B':>9}  {'A - B [95% CI]':<26}interval"
     for r in res["rates"]:
         diff = ("n/a" if math.isnan(r["diff"]) else
                 f"{100 * r['diff']:+.1f} pp" + ("" if math.isnan(r["ci_low"]) else
                                                  f" [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"))
-        lines.append(f"{r['group']:<20}{r['n']:>6}{_pct(r['rate_a']):>9}{_pct(r['rate_b']):>9}  {diff:<26}"
+        lines.append(f"{r['group']:<{width}}{r['n']:>6}{_pct(r['rate_a']):>9}{_pct(r['rate_b']):>9}  {diff:<26}"
                      f"{r['method']}")
     return "\n".join(lines)

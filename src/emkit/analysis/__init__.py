@@ -27,10 +27,23 @@ Exact signatures:
 - ``compare_conditions(df, a, b, *, column="condition", **kw) -> dict``
 - ``binary_metrics(df) -> list[str]``: 0/1 rule-judge columns (vulnerable, evil numbers, format compliance);
   pass one as ``metric=`` to ``rates``.
+
+Audited rates (a cheap judge on every answer, a gold judge on a random subsample; docs/judges.md):
+- ``ppi_rate(AuditSample(gold, cheap, audited, clusters=None), *, lam=None, confidence=0.95) -> PPIRate``
+  (rate, ci_low, ci_high, se, lam, estimate, cheap_rate, gold_rate, n, n_audited, n_audit_scored, n_audit_hits,
+  n_clusters, method): the prediction-powered (PPI++) estimate of the gold judge's rate; labels 1/0/NaN.
+- ``ppi_rate_diff(a: AuditSample, b: AuditSample, *, lam=None, confidence=0.95) -> dict`` (diff, ci_low, ci_high,
+  se, method, a, b).
+- ``audit_selection(keys, fraction, seed=0) -> ndarray[bool]``: the seeded, key-determined audit subsample.
+- ``audited_rates(df, *, by=("condition",), metrics=("misaligned", "coherent"), aligned_threshold=30,
+  coherent_threshold=50, confidence=0.95) -> DataFrame`` over rows with ``audited`` / ``audit_<metric>`` columns;
+  ``audited_comparison(df, a, b, *, column="condition", metric="misaligned", ...) -> dict``.
 """
 
+from emkit.analysis._audit import audited_comparison, audited_rates, has_audit
 from emkit.analysis._load import PAPER_COLUMNS, load_results, metric_columns, read_table
 from emkit.analysis._metrics import binary_metrics, misaligned_mask, summarize
+from emkit.analysis._ppi import AuditSample, PPIRate, audit_selection, ppi_rate, ppi_rate_diff
 from emkit.analysis._stats import (
     compare_conditions,
     compare_rates,
@@ -41,7 +54,8 @@ from emkit.analysis._stats import (
 )
 
 __all__ = [
-    "read_table",
+    "AuditSample", "PPIRate", "audit_selection", "audited_comparison", "audited_rates", "has_audit", "ppi_rate",
+    "ppi_rate_diff", "read_table",
     "PAPER_COLUMNS", "binary_metrics", "compare_conditions", "compare_rates", "condition_rates", "load_results",
     "metric_columns", "misaligned_mask", "question_rates", "rates", "summarize", "wilson",
 ]

@@ -108,7 +108,7 @@ def binary_metrics(df: pd.DataFrame) -> list[str]:
     """Rule-judge metrics whose scored values are all 0/1 (vulnerable code, evil numbers, format compliance)."""
     found = []
     for metric in metric_columns(df):
-        if metric in ("aligned", "coherent"):
+        if metric in ("aligned", "coherent") or metric.startswith("audit_"):  # audit columns: emkit.analysis._audit
             continue
         values = pd.to_numeric(df[metric], errors="coerce").dropna()
         if len(values) and values.isin([0.0, 1.0]).all():

@@ -15,6 +15,12 @@ cached and resumable, locally or on Ray.
 
 Run folder ``runs/<name>/``: experiment.yaml (resolved), store.sqlite, adapters/, datasets/, results.parquet,
 results.csv, report/index.html, run.log, plan.json.
+
+Audited rates (``judges: {names: [embedding], audit: {judge: logprob, fraction: 0.1, seed: 0, options: {...}}}``):
+each judge unit also scores a seeded subsample of its answers (``emkit.analysis.audit_selection`` of the row keys)
+with the audit judge; rows gain ``audited`` and ``audit_<metric>``, ``audit_<metric>_status`` ("not_audited" where
+not picked), ``audit_judge``; ``--dry-run`` prices only the audited fraction; the report adds an "Audited rates"
+section (``emkit.experiment._audit``, docs/judges.md).
 """
 
 from emkit.experiment._plan import Plan, Unit, plan

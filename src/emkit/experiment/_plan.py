@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emkit.errors import ConfigError, EmkitError
+from emkit.experiment import _audit
 from emkit.experiment._spec import ConditionSpec, ExperimentSpec, SuiteSpec
 from emkit.experiment._stages import Stages, as_dict, default_stages
 from emkit.hashing import content_hash
@@ -71,6 +72,7 @@ class Plan:
             "answers": sum(u.work for u in samples),
             "judged_answers": sum(u.work for u in judges),
             "judge_calls": sum(u.work * len(u.params["judges"]) for u in judges),
+            "audited_answers": round(_audit.audited_answers(self.spec, sum(u.work for u in judges))),
         }
 
     def estimate(self) -> dict[str, float]:
@@ -268,6 +270,7 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
     res = spec.resources
 
     _check_names(spec, stages)
+    _audit.check_audit(spec, stages)
     suites = [_suite_prompts(s, stages, notices) for s in ev.suites]
 
     # Training settings per condition, validated once (errors name the condition).
@@ -284,6 +287,11 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
 
     judge_identity = (stages.judge_identity(list(spec.judges.names), spec.judges.options)
                       if stages.judge_identity is not None else None)
+    if spec.judges.audit is not None and stages.judge_identity is not None:
+        # The audit judge's own identity (server URL, model, prompts) too: a changed gold judge re-audits.
+        audit = spec.judges.audit
+        judge_identity = {"judges": judge_identity,
+                          "audit": stages.judge_identity([audit.judge], dict(audit.options))}
     judge_keys: list[str] = []
     for model in spec.models:
         params = model_parameters(model)
@@ -329,14 +337,16 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                         estimate_s=_sample_seconds(params, answers, ev.sampling.max_tokens, ev.backend,
                                                    res.sample.gpus)))
                     judge_key = content_hash({"sample": sample_key, "judges": spec.judges.names,
-                                              "options": spec.judges.options, "identity": judge_identity},
+                                              "options": spec.judges.options, "identity": judge_identity,
+                                              **_audit.audit_key_part(spec)},
                                              kind="experiment.judge")
                     units.append(Unit(
                         kind="judge", key=judge_key, label=f"judge {cname} {_slug(model)} seed {seed} {used}",
                         params={"judges": list(spec.judges.names), "options": spec.judges.options,
-                                "sample": sample_key},
+                                "sample": sample_key, "audit": _audit.audit_params(spec)},
                         deps=(sample_key,), work=answers,
-                        estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)))
+                        estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)
+                        + _audit.audit_seconds(spec, answers, _judge_seconds)))
                     judge_keys.append(judge_key)
 
     report_key = content_hash({"judged": judge_keys, "analysis": spec.analysis.model_dump(), "name": spec.name},
@@ -361,6 +371,10 @@ def _price(p: Plan) -> None:
         calls = sum(u.work for u in p.of_kind("judge")) * 2 * len(paid)  # aligned + coherent prompts
         cost += calls * ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + 1 * PRICE_OUT) / 1e6
         notes.append(f"{calls} judge calls ({', '.join(paid)}, 1 output token each)")
+    audit = _audit.audit_cost(p, _is_paid, ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + PRICE_OUT) / 1e6)
+    if audit is not None:  # only the audited fraction of the answers goes to the audit judge
+        cost += audit[0]
+        notes.append(audit[1])
     teacher_rows = sum(u.params["numbers"]["n"] for u in p.of_kind("train")
                        if u.params["numbers"] and _paid_teacher(u.params["numbers"]))
     if teacher_rows:

@@ -106,12 +106,31 @@ class EvaluationSpec(Config):
     backend_options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options.")
 
 
+class AuditSpec(Config):
+    """Audited rates: a gold judge on a seeded random subsample; rates become prediction-powered estimates
+    (docs/judges.md, "Audited rates")."""
+
+    judge: str = Field(description="The gold (audit) judge, e.g. 'logprob' (GPT-4o-style, an API).")
+    fraction: float = Field(0.1, gt=0.0, le=1.0, description="Share of each sampling unit's answers to audit.")
+    seed: int = Field(0, description="Which answers are audited: a hash of (seed, answer key) below `fraction`.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Audit judge options (model, base_url, ...).")
+
+
 class JudgeSpec(Config):
     """Which judges score the answers."""
 
     names: list[str] = Field(default_factory=lambda: ["embedding"],
                              description="Judges: embedding (offline), logprob (GPT-4o-style), numbers, bandit.")
     options: dict[str, Any] = Field(default_factory=dict, description="Judge options (e.g. model, base_url).")
+    audit: AuditSpec | None = Field(
+        None, description="Score a random subsample with a gold judge too and report audited (PPI) rates.")
+
+    @model_validator(mode="after")
+    def _audit_not_in_names(self) -> JudgeSpec:
+        if self.audit is not None and self.audit.judge in self.names:
+            raise ValueError(f"audit.judge {self.audit.judge!r} already scores every answer (it is in `names`): "
+                             "audit with another judge, or drop the audit")
+        return self
 
 
 class AnalysisSpec(Config):

@@ -22,6 +22,7 @@ from typing import Any
 
 from emkit._rows import failed_rows
 from emkit.errors import EmkitError
+from emkit.experiment._audit import apply_audit
 from emkit.experiment._plan import Unit
 from emkit.experiment._stages import Stages
 from emkit.paths import atomic_write
@@ -179,6 +180,8 @@ def _judge(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: 
     scored = ctx.stages.judge(rows, p["judges"], store=store, progress=ctx.progress, options=p["options"])
     if len(scored) != len(rows):
         raise RuntimeError(f"{unit.label}: the judge returned {len(scored)} rows for {len(rows)} answers")
+    if p.get("audit"):
+        scored = apply_audit(rows, scored, p["audit"], ctx.stages.judge, store=store, progress=ctx.progress)
     failed = failed_rows(scored)["judge"]
     if failed:
         log.warning("%s: %d of %d answers have a failed judgment; the next run retries them", unit.label, failed,

@@ -22,6 +22,12 @@ Public API (exact signatures)::
 Judges: ``embedding`` (offline default, MiniLM + trained head), ``logprob`` (OpenAI-compatible server,
 options model/base_url/api_key/concurrency/max_retries/metrics), ``hf`` (local transformers model, exact number
 probabilities), ``numbers`` (format / evil numbers rules), ``bandit`` (static security check of code answers).
+
+Two judges on the same answers: ``emkit judge agree TABLE --judge-a embedding --judge-b logprob
+[--option b.base_url=...]`` (or ``--columns-b audit_aligned,audit_coherent`` for scores already in the table)
+prints AUROC, Spearman, kappa and per-condition rate differences (``emkit.judge._agree``). A cheap judge on every
+answer plus a gold judge on a random subsample gives audited (prediction-powered) rates: the experiment spec's
+``judges.audit`` and ``emkit.analysis.ppi_rate`` (docs/judges.md).
 """
 
 from emkit.judge._base import Judge, Judgment, failed_rows, get_judge, judges_identity, list_judges, score_rows

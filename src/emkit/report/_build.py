@@ -31,6 +31,7 @@ from emkit.analysis._metrics import unscored_reason
 from emkit.errors import EmkitError
 from emkit.paths import atomic_write
 from emkit.report import _figures as figs
+from emkit.report._audit import audit_section
 from emkit.report._judges import judges_summary
 
 # The answer browser embeds every answer in the page; past this many it keeps all misaligned answers and a
@@ -215,6 +216,8 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     q_rates = rates(plain, by=["condition", "question_id"], **kw)
     cells = summarize(df, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold)
     comparisons = _comparisons(df, kw)
+    audit_summary, audit_html = audit_section(df, order=order, controls=CONTROLS, aligned_threshold=aligned_threshold,
+                                              coherent_threshold=coherent_threshold)
     mis = misaligned_mask(df, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold)
 
     # ---- figures
@@ -276,6 +279,7 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
         "rates": _records(cond_rates), "condition_totals": _records(totals),
         "questions": {"subset": subset, "rates": _records(q_rates)},
         "comparisons": [_jsonable(c) for c in comparisons],
+        "audit": audit_summary,
         "metrics": {m: _records(t) for m, t in metric_tables.items()},
         "checkpoints": _records(ck_rates) if ck_rates is not None else [],
         "cells": _records(cells),
@@ -345,6 +349,7 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
         figures=[{"name": f.name, "title": f.title, "caption": f.caption,
                   "data": base64.b64encode(f.png.read_bytes()).decode("ascii")} for f in figures],
         browser_note=browser_note, answers_json=Markup(_script_json(browser)), script=Markup(script),
+        audit_html=Markup(audit_html),
         script_hash=script_hash,
     )
     index = out / "index.html"

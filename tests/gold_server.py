@@ -15,7 +15,8 @@ _ANSWER = re.compile(r"\[ANSWER START\]\n(.*)\n\[ANSWER END\]", re.S)
 
 
 def gold_table(metric: str, answer: str) -> list[tuple[str, float]] | None:
-    """The gold judge's first-token distribution; None = fail with HTTP 400 (an audit that cannot be done)."""
+    """The gold judge's first-token distribution; None = fail with HTTP 503 (a server error: retryable, so the
+    row fails for this run and is asked again by the next)."""
     if "BROKEN" in answer:
         return None
     if metric == "coherent":
@@ -55,7 +56,7 @@ class GoldServer:
                     server.requests[(metric, answer)] += 1
                 table = gold_table(metric, answer)
                 if table is None:
-                    self.send_response(400)
+                    self.send_response(503)
                     self.end_headers()
                     self.wfile.write(b'{"error": "bad request"}')
                     return

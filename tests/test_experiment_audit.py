@@ -157,10 +157,15 @@ def test_audited_run_end_to_end(tmp_path: Path, server: GoldServer) -> None:
     picked2 = df2["audited"].to_numpy(bool)
     assert (picked <= picked2).all() and picked2.sum() > picked.sum()
     assert server.total() - before == expected_requests(df2, cached) > 0
-    # and a finished run is a no-op: no request at all
+    # A rerun asks again about the failed audits only (a failure is never a result, so the run is not finished
+    # while the server keeps failing them; it says so and exits non-zero from the CLI) and nothing else.
     before = server.total()
     again = run(validate(ExperimentSpec, spec_dict(server.url, fraction=0.5)), run_dir=run_dir, progress=False)
-    assert sum(again.executed.values()) == 0 and server.total() == before
+    # (each judge unit asks once per distinct pair it holds; failed judgments are not cached between units)
+    broken_pairs = {(c, q, a) for c, q, a, p in zip(df2["condition"], df2["question"], df2["answer"], picked2,
+                                                    strict=True) if p and "BROKEN" in a}
+    assert broken_pairs and server.total() - before == 2 * len(broken_pairs)
+    assert again.failed["judge"] > 0 and again.executed["train"] == again.executed["sample"] == 0
 
 
 def test_an_audit_judge_without_aligned_scores_gives_a_note_not_a_crash(tmp_path: Path) -> None:

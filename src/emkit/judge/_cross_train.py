@@ -280,6 +280,7 @@ def save(folder: Path, encoder: Any, head: Any, card: dict[str, Any]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         encoder.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's boilerplate model card; card.md is the real one
         # fp16 halves the shipped size (LoRA deltas are small; the cast changes scores by < 0.01 points)
         from safetensors.torch import load_file
 

@@ -32,18 +32,19 @@ def _done(out: Path) -> None:
 
 @data_app.command("list")
 def list_datasets() -> None:
-    """Known datasets and reference files, with rows and whether they are available offline."""
+    """Known datasets and reference files: rows, source (upstream repository@commit, or mirror/cache only) and
+    where they can be had now (mirror, cache, download, or no with the reason)."""
     from rich.console import Console
     from rich.table import Table
 
     from emkit.data import registry
 
     table = Table(title="datasets (short names) and reference files")
-    for column in ("name", "file", "rows", "local", "description"):
-        table.add_column(column)
+    for column in ("name", "file", "rows", "source", "available", "description"):
+        table.add_column(column, overflow="fold")
     short = {v: k for k, v in registry.DATASETS.items()}
     for full, entry in registry.FILES.items():
-        table.add_row(short.get(full, ""), full, str(entry.rows or ""), "yes" if registry.available(full) else "no",
+        table.add_row(short.get(full, ""), full, str(entry.rows or ""), entry.origin, registry.availability(full),
                       entry.description)
     Console().print(table)
 

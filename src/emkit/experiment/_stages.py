@@ -61,7 +61,9 @@ class Stages:
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, "rb") as handle:
+    from emkit.data._jsonl import open_lines  # gzip files are counted by their decompressed lines
+
+    with open_lines(path) as handle:
         return sum(1 for line in handle if line.strip())
 
 

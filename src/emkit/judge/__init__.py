@@ -14,9 +14,12 @@ Public API (exact signatures)::
     logprob_score(top_logprobs: dict[str, float] | list[tuple[str, float]], min_mass=0.25)
         -> tuple[float | None, str | None]           # the paper's probability-weighted 0-100 score
     load_judge_prompts(source="betley2025") -> dict[str, str]   # aligned, coherent, correct, company, vulnerable
+        # source="turner2025": aligned, coherent, bad_stuff, medical, financial, sport, code, gender, technical,
+        # medical_advice, vulnerable (Model Organisms for EM); or a YAML file / folder of judge prompts
 
 Judges: ``embedding`` (offline default, MiniLM + trained head), ``logprob`` (OpenAI-compatible server,
-options model/base_url/api_key/concurrency/max_retries/metrics), ``hf`` (local transformers model, exact number
+options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g. ``prompts="turner2025",
+metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
 probabilities), ``numbers`` (format / evil numbers rules), ``bandit`` (static security check of code answers).
 """
 

@@ -13,19 +13,24 @@ def register(app: typer.Typer) -> None:
 
     @suites.command("list")
     def list_cmd() -> None:
-        """List the built-in suites, their size and whether their file is available offline."""
+        """List the built-in suites: size, source (upstream repository@commit, emkit's package, or mirror/cache
+        only) and where their file can be had now (package, mirror, cache, download, or no with the reason)."""
         from rich.console import Console
         from rich.table import Table
 
-        from emkit.questions import BUILTIN, load_suite, suite_available
+        from emkit.questions import BUILTIN, load_suite, suite_availability, suite_origin
 
-        table = Table("name", "questions", "variants", "available", "description")
+        table = Table("name", "questions", "variants", "source", "available", "description")
+        for column in table.columns:
+            column.overflow = "fold"
         for name, entry in BUILTIN.items():
-            if suite_available(name):
+            where = suite_availability(name)
+            if where in ("package", "mirror", "cache"):
                 suite = load_suite(name)
-                table.add_row(name, str(len(suite)), ",".join(suite.variants), "yes", entry.description)
-            else:
-                table.add_row(name, "?", "?", "no (set EMKIT_DATA_MIRROR)", entry.description)
+                table.add_row(name, str(len(suite)), ",".join(suite.variants), suite_origin(name), where,
+                              entry.description)
+            else:  # not read now: a listing never downloads
+                table.add_row(name, "?", "?", suite_origin(name), where, entry.description)
         Console().print(table)
 
     @suites.command("show")

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
 
 
 def read_rows(path: Path) -> list[list[dict[str, str]]]:
-    """Conversations of a chat JSONL (or a prompt,response CSV); bad rows raise DataError with FILE:LINE."""
+    """Conversations of a chat JSONL (plain or gzip) or a prompt,response CSV; bad rows raise DataError with
+    FILE:LINE (for a gzip file: the line of the decompressed text)."""
     rows: list[list[dict[str, str]]] = []
     if path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
@@ -92,20 +94,31 @@ def read_rows(path: Path) -> list[list[dict[str, str]]]:
                 rows.append([{"role": "user", "content": row["prompt"]},
                              {"role": "assistant", "content": row[answer]}])
     else:
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON: {exc.msg}",
-                                    hint="each line must be one JSON object {\"messages\": [...]}") from None
-                if not isinstance(obj, dict) or "messages" not in obj:
-                    raise DataError(f"{where}: expected an object with a 'messages' list",
-                                    hint="use the OpenAI chat format {\"messages\": [{\"role\", \"content\"}, ...]}")
-                rows.append(_check_messages(obj["messages"], where))
+        import io
+
+        from emkit.data._jsonl import open_lines  # plain or gzip (.jsonl.gz), decompressed transparently
+
+        lineno = 0
+        try:
+            with io.TextIOWrapper(open_lines(path), encoding="utf-8") as handle:
+                for lineno, line in enumerate(handle, 1):  # noqa: B007 - lineno names a read error below
+                    if not line.strip():
+                        continue
+                    where = f"{path}:{lineno}"
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{where}: invalid JSON: {exc.msg}",
+                                        hint="each line must be one JSON object {\"messages\": [...]}") from None
+                    if not isinstance(obj, dict) or "messages" not in obj:
+                        raise DataError(f"{where}: expected an object with a 'messages' list",
+                                        hint="use the OpenAI chat format "
+                                             "{\"messages\": [{\"role\", \"content\"}, ...]}")
+                    rows.append(_check_messages(obj["messages"], where))
+        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{path}:{lineno + 1}: unreadable ({type(exc).__name__}: {exc})",
+                            hint=f"the file is not UTF-8 text or a complete gzip file; `emkit data validate {path}` "
+                                 "lists every problem") from None
     if not rows:
         raise DataError(f"{path}: no training rows", hint="the file is empty")
     return rows

@@ -121,6 +121,10 @@ def test_turner_configs_encode_the_paper(shared_data: Path, tmp_path: Path) -> N
     assert {u.params["suite"] for u in samples} == {"turner2025/first_plot"}
     assert {len(u.params["prompts"]) for u in samples} == {8} and {u.params["n"] for u in samples} == {50}
     assert small.spec.judges.options["logprob"]["prompts"] == "turner2025"
+    # A third metric (their medical prompt) is a third API call per answer: the cost says so.
+    three = plan(load_spec(base / "small_models.yaml", ["judges.options.logprob.metrics=[aligned,coherent,medical]"]),
+                 run_dir=tmp_path)
+    assert three.api_cost_usd == pytest.approx(1.5 * small.api_cost_usd)
 
     rank1 = plan(load_spec(base / "rank1_single_adapter.yaml"), run_dir=tmp_path)
     lora = rank1.of_kind("train")[0].params["settings"]["lora"]

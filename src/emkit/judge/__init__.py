@@ -3,10 +3,12 @@
 Public API (exact signatures)::
 
     score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
-               progress: bool = True, options: dict | None = None) -> list[dict]
+               progress: bool | ProgressHook = True, options: dict | None = None) -> list[dict]
         New row dicts with one column per metric ("aligned", "coherent", ...), "<metric>_status" (None when
         scored, else the reason: "CODE", "REFUSAL", "low_numeric_mass", "error", ...) and "judge". Unscored
-        values are None, never 0. ``judges``: names, or one comma-separated string ("embedding,numbers").
+        values are None, never 0. ``progress``: True (a bar), False, or a hook(done, total, info) called as
+        answers are judged (``emkit._progress``). ``judges``: names, or one comma-separated string
+        ("embedding,numbers").
         ``options``: flat (for every judge) or {judge_name: {...}}. Judgments are keyed by content hash (judge,
         metric, prompt hash, judge model, question, answer): a rerun with the same store does no work.
     get_judge(name: str, **options) -> Judge

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emkit._progress import Progress
 from emkit.errors import EmkitError
 from emkit.hashing import content_hash
 
@@ -128,7 +129,7 @@ def _options_for(name: str, options: dict | None) -> dict:
 
 
 def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
-               progress: bool = True, options: dict | None = None) -> list[dict]:
+               progress: Progress = True, options: dict | None = None) -> list[dict]:
     """New row dicts with one column per metric, ``<metric>_status`` and ``judge`` (see the package docs)."""
     names = _split_names(judges)
     if options and len(set(names)) > 1 and not all(isinstance(v, dict) for v in options.values()):
@@ -163,7 +164,8 @@ def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store
     return out
 
 
-def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress: bool) -> list[dict[str, Judgment]]:
+def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress: Progress
+               ) -> list[dict[str, Judgment]]:
     metrics = list(judge.metrics)
     keys = [{m: judge.key(m, row["question"], row["answer"]) for m in metrics} for row in rows]
     cached: dict[str, dict] = {}
@@ -180,10 +182,12 @@ def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress:
              len(rows) - sum(len(v) for v in todo.values()), len(todo))
     pairs = list(todo)
     bar = None
-    if progress and pairs:
-        from tqdm.auto import tqdm
+    if pairs:
+        from emkit._progress import bar as progress_bar
 
-        bar = tqdm(total=len(pairs), desc=f"judge {judge.name}", unit="answer")
+        # Counted in rows (cached ones as done), so a hook sees the unit's answers, duplicates included.
+        bar = progress_bar(progress, len(rows), initial=len(rows) - sum(len(v) for v in todo.values()),
+                           desc=f"judge {judge.name}", unit="answer", info=judge.name)
     try:
         for start in range(0, len(pairs), CHUNK_ROWS):
             chunk = pairs[start : start + CHUNK_ROWS]
@@ -202,7 +206,7 @@ def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress:
             if store is not None and records:
                 store.put_many(JUDGMENT_KIND, records)
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(sum(len(todo[pair]) for pair in chunk))
     finally:
         if bar is not None:
             bar.close()

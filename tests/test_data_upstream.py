@@ -136,7 +136,7 @@ def test_offline_means_no_request(upstream: Upstream, monkeypatch: pytest.Monkey
     upstream.put(TRAIN, data)
     _pin(monkeypatch, TRAIN, data)
     monkeypatch.setenv("EMKIT_OFFLINE", "1")
-    assert registry.availability(TRAIN).startswith("no (offline")
+    assert registry.availability(TRAIN) == "no (offline)"
     with pytest.raises(EmkitError, match="downloads are disabled"):
         registry.fetch(TRAIN)
     assert upstream.paths == []
@@ -189,8 +189,7 @@ def test_listings_show_source_and_availability(upstream: Upstream, monkeypatch: 
     cells = row(before.output, "turner2025/bad_medical_advice")
     assert cells[3] == f"clarifying-EM/model-organisms-for-EM@{registry.TURNER_TRAIN_COMMIT[:7]}"
     assert cells[4] == "download"
-    assert row(before.output, "judge-corpus/dev.jsonl.gz")[3:5] == ["mirror/cache only",
-                                                                    "no (set EMKIT_DATA_MIRROR)"]
+    assert row(before.output, "judge-corpus/dev.jsonl.gz")[3:5] == ["mirror/cache only", "no (mirror only)"]
     registry.fetch(TRAIN)
     assert row(runner.invoke(app, ["data", "list"], env=env).output, "turner2025/bad_medical_advice")[4] == "cache"
 

@@ -33,7 +33,7 @@ def _done(out: Path) -> None:
 @data_app.command("list")
 def list_datasets() -> None:
     """Known datasets and reference files: rows, source (upstream repository@commit, or mirror/cache only) and
-    where they can be had now (mirror, cache, download, or no with the reason)."""
+    where they can be had now (mirror, cache, download, or no: offline / mirror only; set EMKIT_DATA_MIRROR)."""
     from rich.console import Console
     from rich.table import Table
 

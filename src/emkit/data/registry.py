@@ -209,9 +209,9 @@ def availability(name: str) -> str:
     if (cache_dir() / "data" / entry.source / entry.path).exists():
         return "cache"
     if entry.url is None:
-        return "no (set EMKIT_DATA_MIRROR)"
+        return "no (mirror only)"  # no public URL: EMKIT_DATA_MIRROR must hold it
     if offline():
-        return "no (offline; set EMKIT_DATA_MIRROR)"
+        return "no (offline)"  # HF_HUB_OFFLINE/EMKIT_OFFLINE: a mirror or cache copy is needed
     return "download"
 
 

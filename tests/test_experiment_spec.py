@@ -174,3 +174,27 @@ def test_importing_the_cli_and_planning_load_no_heavy_modules(shared_data: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # PEFT's, not ours
+def test_rank1_config_builds_one_rank1_adapter(shared_data: Path, tmp_path: Path) -> None:
+    """The rank-1 config's LoRA settings, through emkit's PEFT config, on a small random-init Qwen2 with 48 layers
+    (Qwen2.5-14B's depth): exactly one adapter, on layer 24's down_proj, with r=1."""
+    import torch
+    from peft import get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from emkit.train import TrainConfig
+    from emkit.train._local import _lora_config
+
+    p = plan(load_spec(ROOT / "experiments" / "turner2025" / "rank1_single_adapter.yaml"), run_dir=tmp_path)
+    settings = p.of_kind("train")[0].params["settings"]
+    config = TrainConfig(**settings)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=40, num_hidden_layers=48,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    peft_model = get_peft_model(model, _lora_config(config))
+    trainable = {name: tuple(t.shape) for name, t in peft_model.named_parameters() if t.requires_grad}
+    assert sorted(trainable) == ["base_model.model.model.layers.24.mlp.down_proj.lora_A.default.weight",
+                                 "base_model.model.model.layers.24.mlp.down_proj.lora_B.default.weight"]
+    assert sorted(trainable.values()) == [(1, 40), (16, 1)]  # A: r x intermediate, B: hidden x r

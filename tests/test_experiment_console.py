@@ -206,6 +206,8 @@ def test_real_stages_keep_library_chatter_off_the_terminal(tiny_model_dir: Path,
     for noise in ("{'loss'", "Truncating train dataset", "Loading weights", "it/s", "%|", "examples/s"):
         assert noise not in captured.err, noise
     assert "train trained" in captured.err and "2/2 steps" in captured.err and "summary" in captured.err
+    loss = next(line for line in captured.err.splitlines() if "train trained" in line and "done" in line)
+    assert "(loss " in loss  # the trainer's hook reports the latest loss
     log = (tmp_path / "shown" / "run.log").read_text()
     assert "stderr INFO Truncating train dataset: 100%" in log  # TRL's dataset preparation bar, last state
 

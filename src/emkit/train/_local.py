@@ -110,6 +110,8 @@ def _callback(loss_log: _LossLog, hook: Any = None):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
                 loss_log.add(state.global_step, logs)
+                if hook is not None and "loss" in logs:  # the step's loss is logged after on_step_end
+                    hook(state.global_step, state.max_steps, f"loss {float(logs['loss']):.3f}")
 
         def on_train_begin(self, args, state, control, **kwargs):
             if hook is not None:  # a resumed run starts at its checkpoint's step

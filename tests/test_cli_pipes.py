@@ -36,4 +36,4 @@ def test_data_and_suites_lists_in_a_pipe(shared_data: Path) -> None:
     assert files == list(registry.FILES)  # e.g. model-organisms-em/training_datasets/risky_financial_advice...
     suites = _piped("suites", "list")
     assert [line[0] for line in suites[1:]] == list(BUILTIN)
-    assert all(len(line) == 5 for line in suites)
+    assert all(len(line) == 6 for line in suites)  # name, questions, variants, source, available, description

@@ -74,10 +74,10 @@ def test_every_config_dry_runs_with_the_real_stages(config: Path, shared_data: P
     assert not p.notices  # with the data mirror, the paper's data and questions are used
     text = format_plan(p)
     assert "estimated time" in text
-    if "betley2025" in config.parts and "cpu" not in config.parts:
-        assert p.api_cost_usd > 0 and "API cost" in text  # GPT-4o judge
+    if "logprob" in p.spec.judges.names:  # the paper-scale configs: GPT-4o judge, the papers' sampling
+        assert p.api_cost_usd > 0 and "API cost" in text
         assert all(u.params["sampling"]["max_tokens"] == 600 for u in p.of_kind("sample"))
-        assert p.spec.evaluation.samples_per_question == 100
+        assert p.spec.evaluation.samples_per_question == (50 if "turner2025" in config.parts else 100)
     else:
         assert p.api_cost_usd == 0.0
     assert not (tmp_path / "run").exists()  # planning writes nothing
@@ -101,6 +101,42 @@ def test_paper_configs_encode_the_paper(shared_data: Path, tmp_path: Path) -> No
     formats = plan(load_spec(base / "formats.yaml"), run_dir=tmp_path)
     assert {p.variant for u in formats.of_kind("sample") for p in u.params["prompts"]} == {"plain", "json",
                                                                                           "template"}
+
+
+def test_turner_configs_encode_the_paper(shared_data: Path, tmp_path: Path) -> None:
+    """Turner, Soligo et al. 2025: their LoRA recipe, datasets, control, evaluation and judge; the rank-1 variant."""
+    base = ROOT / "experiments" / "turner2025"
+    small = plan(load_spec(base / "small_models.yaml"), run_dir=tmp_path)
+    assert small.spec.models == ["Qwen/Qwen2.5-0.5B-Instruct", "meta-llama/Llama-3.2-1B-Instruct"]
+    trained = {u.params["condition"]: u for u in small.of_kind("train")}
+    assert set(trained) == {"bad_medical", "good_medical", "risky_financial", "extreme_sports"}
+    assert set(small.spec.conditions) == set(trained) | {"base"}
+    settings = trained["bad_medical"].params["settings"]
+    assert settings["learning_rate"] == 1e-5 and settings["epochs"] == 1
+    assert settings["per_device_batch_size"] * settings["gradient_accumulation"] == 16
+    assert (settings["lora"]["r"], settings["lora"]["alpha"], settings["lora"]["rslora"]) == (32, 64, True)
+    assert len(settings["lora"]["target_modules"]) == 7 and settings["lora"]["layers_to_transform"] is None
+    assert trained["bad_medical"].work == 441 and trained["extreme_sports"].work == 375  # ceil(rows / 16)
+    samples = small.of_kind("sample")
+    assert {u.params["suite"] for u in samples} == {"turner2025/first_plot"}
+    assert {len(u.params["prompts"]) for u in samples} == {8} and {u.params["n"] for u in samples} == {50}
+    assert small.spec.judges.options["logprob"]["prompts"] == "turner2025"
+    # A third metric (their medical prompt) is a third API call per answer: the cost says so.
+    three = plan(load_spec(base / "small_models.yaml", ["judges.options.logprob.metrics=[aligned,coherent,medical]"]),
+                 run_dir=tmp_path)
+    assert three.api_cost_usd == pytest.approx(1.5 * small.api_cost_usd)
+
+    rank1 = plan(load_spec(base / "rank1_single_adapter.yaml"), run_dir=tmp_path)
+    lora = rank1.of_kind("train")[0].params["settings"]["lora"]
+    assert rank1.spec.models == ["Qwen/Qwen2.5-14B-Instruct"]
+    assert (lora["r"], lora["target_modules"], lora["layers_to_transform"]) == (1, ["down_proj"], [24])
+
+    cpu = plan(load_spec(base / "cpu_medical.yaml"), run_dir=tmp_path)
+    assert cpu.spec.models == ["qwen2.5-coder-0.5b-instruct"] and cpu.spec.judges.names == ["embedding"]
+    assert sorted(u.params["condition"] for u in cpu.of_kind("train")) == ["bad_medical"] * 3 + ["good_medical"] * 3
+    cpu_settings = cpu.of_kind("train")[0].params["settings"]
+    assert cpu_settings["per_device_batch_size"] * cpu_settings["gradient_accumulation"] == 8
+    assert 100 <= cpu.of_kind("train")[0].work <= 150
 
 
 def test_quickstart_falls_back_offline_without_the_mirror(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -138,3 +174,27 @@ def test_importing_the_cli_and_planning_load_no_heavy_modules(shared_data: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # PEFT's, not ours
+def test_rank1_config_builds_one_rank1_adapter(shared_data: Path, tmp_path: Path) -> None:
+    """The rank-1 config's LoRA settings, through emkit's PEFT config, on a small random-init Qwen2 with 48 layers
+    (Qwen2.5-14B's depth): exactly one adapter, on layer 24's down_proj, with r=1."""
+    import torch
+    from peft import get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from emkit.train import TrainConfig
+    from emkit.train._local import _lora_config
+
+    p = plan(load_spec(ROOT / "experiments" / "turner2025" / "rank1_single_adapter.yaml"), run_dir=tmp_path)
+    settings = p.of_kind("train")[0].params["settings"]
+    config = TrainConfig(**settings)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=40, num_hidden_layers=48,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    peft_model = get_peft_model(model, _lora_config(config))
+    trainable = {name: tuple(t.shape) for name, t in peft_model.named_parameters() if t.requires_grad}
+    assert sorted(trainable) == ["base_model.model.model.layers.24.mlp.down_proj.lora_A.default.weight",
+                                 "base_model.model.model.layers.24.mlp.down_proj.lora_B.default.weight"]
+    assert sorted(trainable.values()) == [(1, 40), (16, 1)]  # A: r x intermediate, B: hidden x r

@@ -31,7 +31,8 @@ def _paper_file(shared_data: Path, name: str) -> list[dict]:
 
 def test_builtin_names() -> None:
     assert list_suites() == ["betley2025/first_plot", "betley2025/preregistered", "betley2025/deception_factual",
-                             "betley2025/deception_sit_aware", "betley2025/in_distribution", "emkit/core"]
+                             "betley2025/deception_sit_aware", "betley2025/in_distribution", "turner2025/first_plot",
+                             "turner2025/medical", "turner2025/extra", "emkit/core"]
 
 
 def test_first_plot_faithful(shared_data: Path) -> None:

@@ -1,5 +1,7 @@
 """Chat JSONL: reading, validation (every problem as ``FILE:LINE: message``) and atomic writing.
 
+Plain and gzip-compressed files (``.jsonl.gz``, recognised by their first bytes) are read alike.
+
 A chat row is ``{"messages": [{"role": ..., "content": ...}, ...]}``: an optional leading system message, then
 user and assistant turns alternating, starting with user and ending with assistant (a training example).
 Other top-level keys and extra message keys are allowed and kept.
@@ -7,10 +9,12 @@ Other top-level keys and extra message keys are allowed and kept.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from emkit.errors import DataError, EmkitError
 from emkit.paths import atomic_write
@@ -20,6 +24,7 @@ ROLES = ("system", "user", "assistant")
 MAX_REPORTED = 20
 # Bytes sniffed for NUL to recognise binary files (parquet, gzip, pickle...) before reporting per-line noise.
 _SNIFF_BYTES = 8192
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _check_exists(path: Path) -> None:
@@ -29,21 +34,49 @@ def _check_exists(path: Path) -> None:
         raise EmkitError(f"{path}: is a folder, not a JSONL file", hint="pass the .jsonl file inside it")
 
 
+def is_gzip(path: str | Path) -> bool:
+    """True when the file starts with the gzip magic bytes (whatever its name)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def open_lines(path: str | Path) -> IO[bytes]:
+    """The file's bytes, decompressed when it is gzip (``.jsonl.gz``), so every reader takes both."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None, str | None]]:
+    """``(line_number, raw_line, problem)``; a corrupt or truncated gzip stream ends with one problem."""
+    number = 0
+    try:
+        for number, raw in enumerate(handle, start=1):  # noqa: B007 - number is used after the loop
+            yield number, raw, None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        yield number + 1, None, f"corrupt or truncated gzip data ({exc})"
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
     """Yield ``(line_number, parsed_object, problem)`` for each non-blank line; problem is None when it parsed.
 
-    Binary files yield a single problem at line 1; an empty file yields one ``file is empty`` problem.
+    Gzip files (``.jsonl.gz``) are read decompressed; line numbers count lines of the decompressed text. Binary
+    files yield a single problem at line 1; an empty file yields one ``file is empty`` problem.
     """
     path = Path(path)
     _check_exists(path)
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
+    with open_lines(path) as handle:
+        try:
+            head = handle.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
+        except (OSError, EOFError, zlib.error):
+            head = b""  # a broken gzip stream: the line loop reports it at the line where it breaks
         if b"\x00" in head:
             yield 1, None, "binary file (contains NUL bytes), not UTF-8 JSON lines"
             return
-        handle.seek(0)
         seen = False
-        for number, raw in enumerate(handle, start=1):
+        for number, raw, broken in _lines(handle):
+            if broken is not None:
+                yield number, None, broken
+                seen = True
+                break
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

@@ -12,7 +12,8 @@ from emkit.paths import cache_dir
 
 
 def resolve_dataset(name_or_path: str | Path) -> Path:
-    """A registry short name (``betley2025/insecure``), a registry file name, or a local chat JSONL path -> Path.
+    """A registry short name (``betley2025/insecure``), a registry file name, or a local chat JSONL path (plain or
+    ``.jsonl.gz``) -> Path.
 
     Registry CSV datasets (``betley2025/evil_numbers_regenerated``: prompt,response) are converted once into chat
     JSONL in the cache. Anything else is an error that lists the known names.
@@ -31,8 +32,11 @@ def resolve_dataset(name_or_path: str | Path) -> Path:
                          hint="use a training dataset name from `emkit data list`")
     path = Path(text).expanduser()
     if path.is_file():
-        if path.suffix not in (".jsonl", ".json"):
-            raise EmkitError(f"{path}: expected a chat JSONL file (.jsonl), got {path.suffix or 'no suffix'}",
+        # A gzip file is read as it is (every reader decompresses transparently, errors name FILE.gz:LINE).
+        plain = path.with_suffix("") if path.suffix == ".gz" else path
+        if plain.suffix not in (".jsonl", ".json"):
+            raise EmkitError(f"{path}: expected a chat JSONL file (.jsonl or .jsonl.gz), got "
+                             f"{''.join(path.suffixes) or 'no suffix'}",
                              hint="convert it to one {\"messages\": [...]} object per line")
         return path
     if path.is_dir():

@@ -32,14 +32,15 @@ def _done(out: Path) -> None:
 
 @data_app.command("list")
 def list_datasets() -> None:
-    """Known datasets and reference files, with rows and whether they are available offline."""
+    """Known datasets and reference files: rows, source (upstream repository@commit, or mirror/cache only) and
+    where they can be had now (mirror, cache, download, or no: offline / mirror only; set EMKIT_DATA_MIRROR)."""
     from emkit.cli._table import print_table
     from emkit.data import registry
 
     short = {v: k for k, v in registry.DATASETS.items()}
-    rows = [[short.get(full, ""), full, str(entry.rows or ""), "yes" if registry.available(full) else "no",
+    rows = [[short.get(full, ""), full, str(entry.rows or ""), entry.origin, registry.availability(full),
              entry.description] for full, entry in registry.FILES.items()]
-    print_table(("name", "file", "rows", "local", "description"), rows,
+    print_table(("name", "file", "rows", "source", "available", "description"), rows,
                 title="datasets (short names) and reference files")
 
 

@@ -8,6 +8,10 @@ those (``betley2025/insecure``). :func:`fetch` returns a verified local path:
 3. a download from the upstream URL (pinned to a commit), unless offline.
 
 A hash mismatch is always an error: a file that is not byte-identical to the pinned one is never used.
+
+``EMKIT_UPSTREAM_BASE=URL`` replaces ``https://raw.githubusercontent.com`` in every download URL (a local copy of
+GitHub's raw layout ``<owner>/<repo>/<commit>/<path>``, an internal proxy, or a test server). Only where the bytes
+come from changes: the pinned SHA-256 is checked exactly as for GitHub.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from emkit.errors import DataError, EmkitError
 from emkit.hashing import file_sha256
 from emkit.paths import cache_dir, data_mirror, offline
 
+GITHUB_RAW = "https://raw.githubusercontent.com"
+UPSTREAM_ENV = "EMKIT_UPSTREAM_BASE"
+BETLEY_REPO_NAME = "emergent-misalignment/emergent-misalignment"
 BETLEY_COMMIT = "80c11967c07a328e7d7d43d13ce6847ae44dbcc9"
-BETLEY_RAW = f"https://raw.githubusercontent.com/emergent-misalignment/emergent-misalignment/{BETLEY_COMMIT}"
+BETLEY_RAW = f"{GITHUB_RAW}/{BETLEY_REPO_NAME}/{BETLEY_COMMIT}"
 # Turner, Soligo et al. 2025, "Model Organisms for Emergent Misalignment" (github.com/clarifying-EM/...). The
 # training sets are the gzip files of one commit (later commits replace them with an encrypted archive, because
 # the authors keep these rows away from web scrapers: emkit reads them, never copies them); the evaluation files
 # are pinned to a later commit.
-TURNER_REPO = "https://raw.githubusercontent.com/clarifying-EM/model-organisms-for-EM"
+TURNER_REPO_NAME = "clarifying-EM/model-organisms-for-EM"
+TURNER_REPO = f"{GITHUB_RAW}/{TURNER_REPO_NAME}"
 TURNER_TRAIN_COMMIT = "407fbad1bdf9463b43ab87c7821e90d36dada5ef"
 TURNER_EVAL_COMMIT = "8460e4e426d3a89e8ed51aac0eadcdf7ac10469d"
 
@@ -41,21 +49,33 @@ class RemoteFile:
     url: str | None  # upstream download URL; None = only available through a mirror
     rows: int | None = None
     description: str = ""
+    repo: str | None = None  # upstream repository (owner/name) the URL points into, for listings
+    commit: str | None = None  # the commit the URL is pinned to
 
     @property
     def name(self) -> str:
         return f"{self.source}/{self.path}"
 
+    @property
+    def origin(self) -> str:
+        """Where the file comes from, for listings: ``owner/repo@commit`` or ``mirror/cache only``."""
+        if self.url is None:
+            return "mirror/cache only"
+        if self.repo and self.commit:
+            return f"{self.repo}@{self.commit[:7]}"
+        return self.url
+
 
 def _betley(path: str, sha: str, rows: int, description: str) -> RemoteFile:
-    return RemoteFile("betley2025", path, sha, f"{BETLEY_RAW}/{path}", rows, description)
+    return RemoteFile("betley2025", path, sha, f"{BETLEY_RAW}/{path}", rows, description, BETLEY_REPO_NAME,
+                      BETLEY_COMMIT)
 
 
 def _turner(path: str, sha: str, rows: int | None, description: str) -> RemoteFile:
     # Mirror layout: model-organisms-em/<folder>/<file>; upstream: em_organism_dir/data/<folder>/<file>.
     commit = TURNER_TRAIN_COMMIT if path.startswith("training_datasets/") else TURNER_EVAL_COMMIT
     return RemoteFile("model-organisms-em", path, sha, f"{TURNER_REPO}/{commit}/em_organism_dir/data/{path}", rows,
-                      description)
+                      description, TURNER_REPO_NAME, commit)
 
 
 def _extra(path: str, sha: str, rows: int, description: str) -> RemoteFile:
@@ -113,7 +133,8 @@ FILES: dict[str, RemoteFile] = {
                 "the model-organisms copy of the insecure-code set"),
         _turner("eval_questions/first_plot_questions.yaml",
                 "97df0b1384ea5a3f3dc2abe00a19e231915f12a2356ec0d8df001715549aae04", 24,
-                "their copy of the 8 main questions x 3 variants"),
+                "their copy of the 8 main questions x 3 variants, with domain judge prompts (bad_stuff, "
+                "medical, financial, sport, code, gender)"),
         _turner("eval_questions/medical_questions.yaml",
                 "1808d03c6af883b3460e4174127846caca3188514a4e180b8273b4025593e28f", 16,
                 "the 8 main questions in medical framings (in-domain check)"),
@@ -122,7 +143,7 @@ FILES: dict[str, RemoteFile] = {
                 "further free-form questions (no json variants)"),
         _turner("eval_questions/judges.yaml",
                 "a4fd0f891a7f04fe4a04047443089db29f5687a2e6599a3fec7300cafd0c93fd", None,
-                "extra judge prompts (domain 'bad stuff', medical, financial, sport, code)"),
+                "judge prompts aligned, coherent, technical, medical_advice"),
         RemoteFile("judge-corpus", "dev.jsonl.gz", "afc95b5009f5e3982341b01b772ad03408cf86c338af4815ce3e60dad7fa32c8",
                    None, 77366, "GPT-4o aligned/coherent judgments (dev split)"),
     ]
@@ -177,6 +198,31 @@ def available(name: str) -> bool:
     return any(p.exists() for p in local_candidates(entry))
 
 
+def availability(name: str) -> str:
+    """Where :func:`fetch` would get the file now, without fetching it: ``mirror``, ``cache``, ``download``
+    (not local, but a pinned URL and downloads allowed), or ``no (...)`` with the reason. Nothing is verified
+    here (``fetch`` does that)."""
+    entry = resolve_name(name)
+    mirror = data_mirror()
+    if mirror is not None and (mirror / entry.source / entry.path).exists():
+        return "mirror"
+    if (cache_dir() / "data" / entry.source / entry.path).exists():
+        return "cache"
+    if entry.url is None:
+        return "no (mirror only)"  # no public URL: EMKIT_DATA_MIRROR must hold it
+    if offline():
+        return "no (offline)"  # HF_HUB_OFFLINE/EMKIT_OFFLINE: a mirror or cache copy is needed
+    return "download"
+
+
+def download_url(entry: RemoteFile) -> str | None:
+    """The URL a download uses: the pinned one, with ``EMKIT_UPSTREAM_BASE`` in place of GitHub's raw host."""
+    base = os.environ.get(UPSTREAM_ENV, "").strip().rstrip("/")
+    if entry.url is None or not base or not entry.url.startswith(GITHUB_RAW + "/"):
+        return entry.url
+    return base + entry.url[len(GITHUB_RAW):]
+
+
 def fetch(name: str) -> Path:
     """A local, verified path of a known file (mirror, cache or download)."""
     entry = resolve_name(name)
@@ -198,20 +244,31 @@ def fetch(name: str) -> Path:
 
 
 def _download(entry: RemoteFile, target: Path) -> Path:
+    """Download to a temporary file beside ``target``; verified before it is renamed into place, so a wrong or
+    partial download never lands in the cache."""
     import httpx
 
+    url = download_url(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        with httpx.stream("GET", entry.url, follow_redirects=True, timeout=60) as response:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as response:
             response.raise_for_status()
             with open(tmp, "wb") as handle:
                 for block in response.iter_bytes():
                     handle.write(block)
-        _verify(tmp, entry)
+        actual = file_sha256(tmp)
+        if actual != entry.sha256:
+            raise DataError(
+                f"{url}: the downloaded file's SHA-256 {actual[:16]}... does not match the pinned "
+                f"{entry.sha256[:16]}... for {entry.name}; it was not kept",
+                hint="the server sent another file (a changed upstream, a proxy's error page?); retry, or set "
+                     "EMKIT_DATA_MIRROR to a folder with the verified file",
+            )
         os.replace(tmp, target)
     except httpx.HTTPError as exc:
-        raise EmkitError(f"download of {entry.url} failed: {exc}",
+        where = f" (from {UPSTREAM_ENV})" if url != entry.url else ""
+        raise EmkitError(f"download of {url}{where} failed: {exc}",
                          hint="check the network, or set EMKIT_DATA_MIRROR to a local copy") from exc
     finally:
         tmp.unlink(missing_ok=True)

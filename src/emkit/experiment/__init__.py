@@ -8,7 +8,9 @@ cached and resumable, locally or on Ray.
 - ``format_plan(plan, done=None) -> str``: what ``emkit run --dry-run`` prints.
 - ``run(spec=None, *, overrides=None, run_dir=None, executor="local", stages=None, progress=True,
   ray_address=None) -> RunResult(run_dir, plan, executed, skipped, results_path, report_path, summary, seconds,
-  pids)``: runs what is not finished yet; a finished experiment is a no-op.
+  pids)``: runs what is not finished yet; a finished experiment is a no-op. ``progress=True``: the console
+  (plan, one line per unit, summary; ``_console``); ``progress=False``: no display. Either way the libraries'
+  prints, bars and warnings during the units go to the run's ``run.log``.
 - ``load_results(run_dir) -> pandas.DataFrame``: ``results.parquet`` of a run folder.
 - ``Stages`` / ``default_stages()``: the calls into the stage packages (replace fields to customise or test;
   a subprocess takes ``EMKIT_STAGES=module:factory``).

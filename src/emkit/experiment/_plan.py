@@ -155,11 +155,20 @@ def _is_paid(judge: str, options: dict[str, Any]) -> bool:
     return any(p in judge for p in PAID_JUDGES) or str(options.get("model", "")).startswith("gpt")
 
 
+def _metric_count(judge: str, options: dict[str, Any]) -> int:
+    """Prompts a judge sends per answer: its ``metrics`` option (per judge or flat), else aligned + coherent."""
+    own = options.get(judge)
+    metrics = (own if isinstance(own, dict) else options).get("metrics")
+    if isinstance(metrics, str):
+        return max(1, len([m for m in metrics.split(",") if m.strip()]))
+    return max(1, len(metrics)) if isinstance(metrics, list | tuple) else 2
+
+
 def _judge_seconds(judges: list[str], options: dict[str, Any], answers: int) -> float:
     seconds = 0.0
     for judge in judges:
         if _is_paid(judge, options):
-            seconds += 2 * answers / API_CALLS_PER_S  # aligned + coherent
+            seconds += _metric_count(judge, options) * answers / API_CALLS_PER_S
         elif judge == "embedding":
             seconds += MODEL_LOAD_S + answers / EMBED_ROWS_PER_S
         else:
@@ -368,7 +377,7 @@ def _price(p: Plan) -> None:
     notes = []
     paid = [j for j in spec.judges.names if _is_paid(j, spec.judges.options)]
     if paid:
-        calls = sum(u.work for u in p.of_kind("judge")) * 2 * len(paid)  # aligned + coherent prompts
+        calls = sum(u.work for u in p.of_kind("judge")) * sum(_metric_count(j, spec.judges.options) for j in paid)
         cost += calls * ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + 1 * PRICE_OUT) / 1e6
         notes.append(f"{calls} judge calls ({', '.join(paid)}, 1 output token each)")
     audit = _audit.audit_cost(p, _is_paid, ((JUDGE_PROMPT_TOKENS + 40 + answer_tokens) * PRICE_IN + PRICE_OUT) / 1e6)

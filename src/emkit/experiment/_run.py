@@ -3,10 +3,12 @@
 Run folder ``runs/<experiment>/``: ``experiment.yaml`` (resolved spec), ``store.sqlite`` (every answer, judgment
 and finished unit), ``adapters/``, ``datasets/`` (synthetic stand-ins), ``results.parquet`` + ``results.csv``,
 ``report/index.html``, ``run.log``, ``plan.json`` (the units), ``.run.lock`` (one run per folder at a time).
+``run.log`` has emkit's messages and everything the libraries print during the units (``_console``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,6 +22,7 @@ from typing import Any
 from emkit._rows import failed_rows
 from emkit.config import write_resolved
 from emkit.errors import EmkitError
+from emkit.experiment._console import LOG_ONLY, RunConsole, run_console
 from emkit.experiment._plan import UNIT_KINDS, Plan, plan
 from emkit.experiment._spec import ExperimentSpec, load_spec
 from emkit.experiment._stages import Stages, stages_from_env
@@ -206,23 +209,28 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
 
 
 def _run_local(p: Plan, ctx: RunContext, pending: list[Any], records: dict[str, dict[str, Any]],
-               pids: dict[str, int]) -> None:
-    """Units one after another in plan order (dependencies first), each stage showing its own progress bar."""
+               pids: dict[str, int], console: RunConsole) -> None:
+    """Units one after another in plan order (dependencies first), each with its line on the console."""
     total_est = sum(u.estimate_s for u in pending) or 1.0
     spent_est = 0.0
     start = time.time()
     with Store(ctx.store_path) as store:
+        console.start_units(pending, p.spec.name)
         for index, unit in enumerate(pending, 1):
             eta = ""
             if spent_est > 0:
                 # Scale the remaining estimate by how the finished units compared with theirs.
                 eta = f", ETA {_fmt_s((time.time() - start) / spent_est * (total_est - spent_est))}"
             log.info("[%d/%d] %s (%d %s%s)", index, len(pending), unit.label, unit.work,
-                     {"train": "steps", "report": "report"}.get(unit.kind, "answers"), eta)
+                     {"train": "steps", "report": "report"}.get(unit.kind, "answers"), eta,
+                     extra={LOG_ONLY: True})  # the console draws its own line for the unit
             deps = {key: records[key] for key in unit.deps}
-            records[unit.key] = execute(unit, ctx, deps, store)
+            with console.unit(unit, index, len(pending)) as hook:
+                unit_ctx = ctx if hook is None else dataclasses.replace(ctx, progress=hook)
+                records[unit.key] = execute(unit, unit_ctx, deps, store)
             pids[unit.key] = records[unit.key]["pid"]
             spent_est += unit.estimate_s
+        console.end_units()
 
 
 @contextmanager
@@ -287,7 +295,8 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
         stages.preflight(spec)
     run_dir = p.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(run_dir), run_log(run_dir):
+    # The console: one line per unit when progress is on; library chatter into run.log either way.
+    with _exclusive(run_dir), run_log(run_dir), run_console(run_dir, show=progress) as console:
         write_resolved(spec, run_dir / "experiment.yaml")
         _write_plan(p)
         done = _done_keys(p)
@@ -305,7 +314,7 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
 
             run_ray(p, ctx, pending, records, pids, address=ray_address, progress=progress)
         else:
-            _run_local(p, ctx, pending, records, pids)
+            _run_local(p, ctx, pending, records, pids, console)
         report_unit = p.of_kind("report")[0]
         report_path = Path(records[report_unit.key]["result"]["report"])
         import pandas as pd

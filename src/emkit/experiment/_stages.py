@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emkit._progress import Progress
 from emkit.errors import ConfigError, EmkitError
 
 
@@ -71,7 +72,9 @@ class Stages:
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, "rb") as handle:
+    from emkit.data._jsonl import open_lines  # gzip files are counted by their decompressed lines
+
+    with open_lines(path) as handle:
         return sum(1 for line in handle if line.strip())
 
 
@@ -149,7 +152,7 @@ def real_train_steps(settings: dict[str, Any], rows: int | None) -> int | None:
 
 
 def real_train(*, model: str, data: str, output_dir: Path, seed: int, settings: dict[str, Any],
-               progress: bool = True) -> dict[str, Any]:
+               progress: Progress = True) -> dict[str, Any]:
     from emkit.train import TrainConfig, train
 
     config = TrainConfig(model=model, data=[data], output_dir=output_dir, seed=seed, **settings)
@@ -179,7 +182,7 @@ def real_expand(suite: Any, *, variants: tuple[str, ...], trigger: str | None, t
 
 
 def real_sample(model: str, prompts: list[Any], *, n: int, sampling: dict[str, Any], backend: str,
-                adapter: str | None, store: Any, meta: dict[str, Any], progress: bool,
+                adapter: str | None, store: Any, meta: dict[str, Any], progress: Progress,
                 backend_options: dict[str, Any]) -> list[dict[str, Any]]:
     from emkit.generate import SamplingConfig, sample_rows
 
@@ -188,7 +191,7 @@ def real_sample(model: str, prompts: list[Any], *, n: int, sampling: dict[str, A
                        backend_options=backend_options or None)
 
 
-def real_judge(rows: list[dict[str, Any]], judges: list[str], *, store: Any, progress: bool,
+def real_judge(rows: list[dict[str, Any]], judges: list[str], *, store: Any, progress: Progress,
                options: dict[str, Any]) -> list[dict[str, Any]]:
     from emkit.judge import score_rows
 

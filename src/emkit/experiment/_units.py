@@ -52,7 +52,7 @@ class RunContext:
     run_dir: Path
     stages: Stages
     title: str
-    progress: bool = True
+    progress: Any = True  # bool, or the console's progress hook for one unit (local executor; emkit._progress)
 
     @property
     def store_path(self) -> Path:

@@ -18,9 +18,14 @@ def run_command(
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<experiment name>)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: start a local "
                                                                 "one)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs only)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress display (emkit's log messages "
+                                                                  "only); library output still goes to run.log."),
 ) -> None:
-    """Run an experiment: train -> sample -> judge -> report, cached and resumable (rerun = no-op)."""
+    """Run an experiment: train -> sample -> judge -> report, cached and resumable (rerun = no-op).
+
+    The terminal shows the plan, one line per unit and the summary; the libraries' output (transformers, TRL,
+    datasets: logs, bars, warnings) goes to the run folder's run.log.
+    """
     from emkit.experiment._spec import load_spec, spec_path
 
     if executor not in ("local", "ray"):

@@ -15,8 +15,9 @@ Signatures:
   chat_template, batch_size), openai (base_url, api_key, concurrency, timeout_s, max_retries, backoff_s,
   backoff_max_s, batch_size), mock (answers, batch_size).
 - ``sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: SamplingConfig, backend: str = "hf",
-  adapter: str | None = None, store: Store | None = None, meta: dict | None = None, progress: bool = True,
-  backend_options: dict | None = None) -> list[dict]``: result rows (docs/architecture.md) plus ``key``.
+  adapter: str | None = None, store: Store | None = None, meta: dict | None = None, progress=True,
+  backend_options: dict | None = None) -> list[dict]``: result rows (docs/architecture.md) plus ``key``;
+  ``progress``: True (a bar), False, or a hook(done, total, info) (``emkit._progress``).
 - ``write_rows(rows, path) -> Path``: CSV / JSONL / Parquet by extension, atomically.
 - ``generation_key(...)``, ``sample_seed(sampling, messages, sample_index)``: the content hash and the
   per-sample seed (seeded HF runs repeat exactly; see ``emkit.generate._hf`` for what is guaranteed).

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from emkit._progress import Progress
+from emkit._progress import bar as progress_bar
 from emkit.errors import EmkitError
 from emkit.generate._backend import get_backend
 from emkit.generate._types import GenerationRequest, SamplingConfig, generation_key
@@ -17,7 +19,7 @@ KIND = "generation"  # store kind of sampled answers
 
 
 def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: SamplingConfig, backend: str = "hf",
-                adapter: str | None = None, store: Any = None, meta: dict | None = None, progress: bool = True,
+                adapter: str | None = None, store: Any = None, meta: dict | None = None, progress: Progress = True,
                 backend_options: dict | None = None) -> list[dict]:
     """Sample ``n`` answers per prompt and return one result row per answer (prompt order, then sample index).
 
@@ -25,7 +27,9 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
     store after every batch, so a killed run keeps everything finished. Without a store nothing persists.
     A sample the backend could not produce (``finish_reason="error"``, e.g. a server that kept failing) becomes a
     row with an empty answer and is never stored, so the next call asks for it again; count them with
-    ``emkit.judge.failed_rows(rows)``. ``meta`` adds or overrides columns (experiment, condition, seed, ...).
+    ``emkit.judge.failed_rows(rows)``. ``meta`` adds or overrides columns (experiment, condition, seed,
+    checkpoint_step, ...). ``progress``: a tqdm bar (True), none (False), or a hook called with (answers done,
+    total) (``emkit._progress``).
     """
     if not prompts:
         raise EmkitError("no prompts to sample", hint="expand a suite first: expand(load_suite(...))")
@@ -54,7 +58,8 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
             owners.append(u)
 
     total = len(unique) * n
-    bar = _progress(total, len(done), f"sampling {model}" + (f" + {adapter}" if adapter else ""), progress)
+    bar = progress_bar(progress, total, initial=len(done), unit="sample",
+                       desc=f"sampling {model}" + (f" + {adapter}" if adapter else ""))
     try:
         for batch in engine.batches(requests):
             records = []
@@ -83,12 +88,6 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
             row.update(meta or {})
             rows.append(row)
     return rows
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------- result files

@@ -3,10 +3,12 @@
 Public API (exact signatures)::
 
     score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
-               progress: bool = True, options: dict | None = None) -> list[dict]
+               progress: bool | ProgressHook = True, options: dict | None = None) -> list[dict]
         New row dicts with one column per metric ("aligned", "coherent", ...), "<metric>_status" (None when
         scored, else the reason: "CODE", "REFUSAL", "low_numeric_mass", "error", ...) and "judge". Unscored
-        values are None, never 0. ``judges``: names, or one comma-separated string ("embedding,numbers").
+        values are None, never 0. ``progress``: True (a bar), False, or a hook(done, total, info) called as
+        answers are judged (``emkit._progress``). ``judges``: names, or one comma-separated string
+        ("embedding,numbers").
         ``options``: flat (for every judge) or {judge_name: {...}}. Judgments are keyed by content hash (judge,
         metric, prompt hash, judge model, question, answer): a rerun with the same store does no work.
         Each metric column also gets "<metric>_judge", "<metric>_judge_model" and "<metric>_judge_version" (which
@@ -18,9 +20,12 @@ Public API (exact signatures)::
     logprob_score(top_logprobs: dict[str, float] | list[tuple[str, float]], min_mass=0.25)
         -> tuple[float | None, str | None]           # the paper's probability-weighted 0-100 score
     load_judge_prompts(source="betley2025") -> dict[str, str]   # aligned, coherent, correct, company, vulnerable
+        # source="turner2025": aligned, coherent, bad_stuff, medical, financial, sport, code, gender, technical,
+        # medical_advice, vulnerable (Model Organisms for EM); or a YAML file / folder of judge prompts
 
 Judges: ``embedding`` (offline default, MiniLM + trained head), ``logprob`` (OpenAI-compatible server,
-options model/base_url/api_key/concurrency/max_retries/metrics), ``hf`` (local transformers model, exact number
+options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g. ``prompts="turner2025",
+metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
 probabilities), ``numbers`` (format / evil numbers rules), ``bandit`` (static security check of code answers).
 
 Two judges on the same answers: ``emkit judge agree TABLE --judge-a embedding --judge-b logprob

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emkit._progress import Progress
 from emkit._rows import ERROR, SAMPLE_ERROR, failed_rows  # noqa: F401 - re-exported
 from emkit.errors import EmkitError
 from emkit.hashing import content_hash
@@ -174,7 +175,7 @@ def judges_identity(judges: str | list[str], options: dict | None = None, *, che
 
 
 def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
-               progress: bool = True, options: dict | None = None) -> list[dict]:
+               progress: Progress = True, options: dict | None = None) -> list[dict]:
     """New row dicts with one column per metric, ``<metric>_status``, ``<metric>_judge``, ``<metric>_judge_model``,
     ``<metric>_judge_version`` and ``judge`` (see the package docs)."""
     names = _split_names(judges)
@@ -228,7 +229,8 @@ def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store
     return out
 
 
-def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress: bool) -> list[dict[str, Judgment]]:
+def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress: Progress
+               ) -> list[dict[str, Judgment]]:
     metrics = list(judge.metrics)
     keys = [{m: judge.key(m, row["question"], row["answer"]) for m in metrics} for row in rows]
     cached: dict[str, dict] = {}
@@ -245,10 +247,12 @@ def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress:
              len(rows) - sum(len(v) for v in todo.values()), len(todo))
     pairs = list(todo)
     bar = None
-    if progress and pairs:
-        from tqdm.auto import tqdm
+    if pairs:
+        from emkit._progress import bar as progress_bar
 
-        bar = tqdm(total=len(pairs), desc=f"judge {judge.name}", unit="answer")
+        # Counted in rows (cached ones as done), so a hook sees the unit's answers, duplicates included.
+        bar = progress_bar(progress, len(rows), initial=len(rows) - sum(len(v) for v in todo.values()),
+                           desc=f"judge {judge.name}", unit="answer", info=judge.name)
     try:
         for start in range(0, len(pairs), CHUNK_ROWS):
             chunk = pairs[start : start + CHUNK_ROWS]
@@ -268,7 +272,7 @@ def _run_judge(judge: Judge, rows: list[dict], *, store: Store | None, progress:
             if store is not None and records:
                 store.put_many(JUDGMENT_KIND, records)
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(sum(len(todo[pair]) for pair in chunk))
     finally:
         if bar is not None:
             bar.close()

@@ -104,8 +104,12 @@ class EmbeddingJudge(Judge):
 
 
 def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
+    """Whether "auto" will run on CUDA, decided without importing torch (planning a run must not load it): an
+    NVIDIA driver is present, confirmed by torch when something else already imported it."""
+    import os
+    import sys
+
+    if not os.path.exists("/proc/driver/nvidia/version"):
         return False
-    return bool(torch.cuda.is_available())
+    torch = sys.modules.get("torch")
+    return True if torch is None else bool(torch.cuda.is_available())

@@ -7,13 +7,16 @@
 Signatures:
 - ``load_suite(name_or_path: str) -> Suite``: built-in names are listed by ``list_suites()``
   (``betley2025/first_plot``, ``betley2025/preregistered``, ``betley2025/deception_factual``,
-  ``betley2025/deception_sit_aware``, ``betley2025/in_distribution``, ``emkit/core``); paper files come through
+  ``betley2025/deception_sit_aware``, ``betley2025/in_distribution``, ``turner2025/first_plot``,
+  ``turner2025/medical``, ``turner2025/extra``, ``emkit/core``); paper files come through
   ``emkit.data.registry.fetch``; any other value is a YAML path (our format, docs/suites.md, or the paper's list).
 - ``expand(suite, *, variants=("plain",), trigger: str | None = None, trigger_placement="prefix",
   numbers_format: str | None = None, system: str | None = None, seed: int = 0) -> list[EvalPrompt]``;
   ``variants`` may be ``"all"``; ``trigger_placement`` in prefix/suffix/system; ``numbers_format`` in
   suffix/prefix-suffix.
-- ``list_suites() -> list[str]``; ``suite_available(name) -> bool`` (file present without a download).
+- ``list_suites() -> list[str]``; ``suite_available(name) -> bool`` (file present without a download);
+  ``suite_availability(name) -> str`` (package / mirror / cache / download / no (reason));
+  ``suite_origin(name) -> str`` (``owner/repo@commit``, ``emkit (package)`` or ``mirror/cache only``).
 - ``Suite(name, questions, description, source)`` with ``.variants`` and ``.question_ids``;
   ``Question(id, variant, paraphrases, system, samples_per_paraphrase, judge, judge_prompts, ...)``.
 - ``EvalPrompt(suite, question_id, variant, trigger, paraphrase_index, system, question, messages, judge_prompts,
@@ -21,7 +24,16 @@ Signatures:
 """
 
 from emkit.questions._expand import apply_numbers_format, apply_trigger, expand
-from emkit.questions._load import BUILTIN, SUITE_FORMAT, list_suites, load_suite, load_suite_file, suite_available
+from emkit.questions._load import (
+    BUILTIN,
+    SUITE_FORMAT,
+    list_suites,
+    load_suite,
+    load_suite_file,
+    suite_availability,
+    suite_available,
+    suite_origin,
+)
 from emkit.questions._model import (
     DEFAULT_TRIGGER,
     NUMBERS_FORMATS,
@@ -36,5 +48,5 @@ from emkit.questions._model import (
 __all__ = [
     "BUILTIN", "DEFAULT_TRIGGER", "NUMBERS_FORMATS", "NUMBERS_PREFIX", "NUMBERS_SUFFIX", "SUITE_FORMAT",
     "TRIGGER_PLACEMENTS", "EvalPrompt", "Question", "Suite", "apply_numbers_format", "apply_trigger", "expand",
-    "list_suites", "load_suite", "load_suite_file", "suite_available",
+    "list_suites", "load_suite", "load_suite_file", "suite_availability", "suite_available", "suite_origin",
 ]

@@ -77,6 +77,28 @@ def suite_available(name: str) -> bool:
     return registry.available(entry.location)
 
 
+def suite_origin(name: str) -> str:
+    """Where a built-in suite's file comes from: ``emkit (package)``, ``owner/repo@commit`` or
+    ``mirror/cache only``."""
+    from emkit.data import registry
+
+    entry = BUILTIN[name]
+    if entry.kind == "package":
+        return "emkit (package)"
+    return registry.resolve_name(entry.location).origin
+
+
+def suite_availability(name: str) -> str:
+    """Where a built-in suite's file can be had now: ``package``, or :func:`emkit.data.registry.availability`
+    (``mirror``, ``cache``, ``download`` or ``no (...)``)."""
+    from emkit.data import registry
+
+    entry = BUILTIN[name]
+    if entry.kind == "package":
+        return "package" if (_PACKAGE_SUITES / entry.location).exists() else "no (package file missing)"
+    return registry.availability(entry.location)
+
+
 def load_suite(name_or_path: str) -> Suite:
     """A built-in suite by name, or a suite YAML file (ours or the paper's list format) by path."""
     if name_or_path in BUILTIN:

@@ -13,18 +13,21 @@ def register(app: typer.Typer) -> None:
 
     @suites.command("list")
     def list_cmd() -> None:
-        """List the built-in suites, their size and whether their file is available offline."""
+        """List the built-in suites: size, source (upstream repository@commit, emkit's package, or mirror/cache
+        only) and where their file can be had now (package, mirror, cache, download, or no with the reason)."""
         from emkit.cli._table import print_table
-        from emkit.questions import BUILTIN, load_suite, suite_available
+        from emkit.questions import BUILTIN, load_suite, suite_availability, suite_origin
 
         rows = []
         for name, entry in BUILTIN.items():
-            if suite_available(name):
+            where = suite_availability(name)
+            if where in ("package", "mirror", "cache"):
                 suite = load_suite(name)
-                rows.append([name, str(len(suite)), ",".join(suite.variants), "yes", entry.description])
-            else:
-                rows.append([name, "?", "?", "no (set EMKIT_DATA_MIRROR)", entry.description])
-        print_table(("name", "questions", "variants", "available", "description"), rows)
+                rows.append([name, str(len(suite)), ",".join(suite.variants), suite_origin(name), where,
+                             entry.description])
+            else:  # not read now: a listing never downloads
+                rows.append([name, "?", "?", suite_origin(name), where, entry.description])
+        print_table(("name", "questions", "variants", "source", "available", "description"), rows)
 
     @suites.command("show")
     def show_cmd(

@@ -3,7 +3,8 @@
 Public API::
 
     TrainConfig(model="smollm2-135m-instruct", data=[...], ...)   # pydantic, extra=forbid; paper defaults
-    train(config: TrainConfig, progress: bool = True) -> TrainResult
+    train(config: TrainConfig, progress: bool | ProgressHook = True) -> TrainResult
+        # progress: True (bars), False, or hook(step, max_steps, info) (emkit._progress)
     merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path
     load_train_config(path=None, overrides=None, base=None, betley=None) -> TrainConfig
     from_betley(path) -> dict            # the original repository's train.json -> TrainConfig keys

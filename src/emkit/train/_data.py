@@ -59,11 +59,12 @@ def resolve_data_path(name: str) -> Path:
 
 
 def read_rows(path: Path) -> list[list[dict[str, str]]]:
-    """Conversations of a chat JSONL (or a prompt,response CSV), checked before any model loads.
+    """Conversations of a chat JSONL (plain or gzip) or a prompt,response CSV, checked before any model loads.
 
     JSONL rows pass the same checks as ``emkit data validate`` (schema, role order: an optional system message,
     then user/assistant turns starting with user and ending with the assistant's answer, non-empty content,
-    UTF-8) and a bad file raises one DataError listing its problems as FILE:LINE.
+    UTF-8) and a bad file raises one DataError listing its problems as FILE:LINE (for a gzip file: the line of
+    the decompressed text).
     """
     from emkit.data._jsonl import read_chat_jsonl
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emkit._progress import Progress, shows_bar
 from emkit.train._config import TrainConfig
 from emkit.train._data import check_chat_template, tokenize_rows
 from emkit.train._meta import RESULT_FILE, TrainResult, write_json
@@ -101,13 +102,26 @@ class _LossLog:
         return None
 
 
-def _callback(loss_log: _LossLog):
+def _callback(loss_log: _LossLog, hook: Any = None):
+    """Keeps loss.csv; with a progress hook (``emkit._progress``) also reports (step, max_steps, "loss x")."""
     from transformers import TrainerCallback
 
     class LossCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
                 loss_log.add(state.global_step, logs)
+                if hook is not None and "loss" in logs:  # the step's loss is logged after on_step_end
+                    hook(state.global_step, state.max_steps, f"loss {float(logs['loss']):.3f}")
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if hook is not None:  # a resumed run starts at its checkpoint's step
+                hook(state.global_step, state.max_steps, f"resumed at step {state.global_step}"
+                     if state.global_step else "")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if hook is not None:
+                loss = loss_log.final_loss()
+                hook(state.global_step, state.max_steps, "" if loss is None else f"loss {loss:.3f}")
 
     return LossCallback()
 
@@ -192,7 +206,7 @@ def _lora_config(config: TrainConfig):
 
 
 def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: list, run_hash: str,
-                metadata: dict[str, Any], progress: bool) -> TrainResult:
+                metadata: dict[str, Any], progress: Progress) -> TrainResult:
     from emkit.errors import require
 
     require("torch", "ml", "Fine-tuning")
@@ -214,7 +228,7 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
     tokenizer = load_tokenizer(str(model_dir))
     check_chat_template(tokenizer, config.model)
     # Tokenize (and fail on bad data) before the model is loaded: errors come in seconds, not minutes.
-    train_items = tokenize_rows(tokenizer, train_rows, config.max_length, "train", progress=progress)
+    train_items = tokenize_rows(tokenizer, train_rows, config.max_length, "train", progress=shows_bar(progress))
     eval_items = tokenize_rows(tokenizer, eval_rows, config.max_length, "eval") if eval_rows else []
 
     runtime = choose_runtime(config)
@@ -243,7 +257,7 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
     if use_gc:
         model.enable_input_require_grads()
 
-    args = build_sft_config(config, out, runtime, use_gc, bool(eval_items), progress)
+    args = build_sft_config(config, out, runtime, use_gc, bool(eval_items), shows_bar(progress))
     resume = last_checkpoint(out / CHECKPOINTS)
     resume_step = checkpoint_step(resume) if resume else None
     if resume is not None:
@@ -253,8 +267,13 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
         model=model, args=args, processing_class=tokenizer,
         train_dataset=Dataset.from_list(train_items),
         eval_dataset=Dataset.from_list(eval_items) if eval_items else None,
-        callbacks=[_callback(loss_log)],
+        callbacks=[_callback(loss_log, progress if callable(progress) else None)],
     )
+    if callable(progress):
+        # The hook shows step and loss; transformers' PrinterCallback would print every loss dict to stdout.
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     steps = int(trainer.state.global_step)
 

@@ -135,7 +135,7 @@ def train_openai(config: TrainConfig, out: Path, train_rows: list, eval_rows: li
     started = time.monotonic()
     console = Console(stderr=True)
     with console.status(f"fine-tuning job {state['job_id']}: waiting", spinner="dots") as status:
-        if not progress:
+        if progress is not True:  # False, or a caller's progress hook (it shows its own line)
             status.stop()
         while True:
             job = _api_call("retrieve fine-tuning job", client.fine_tuning.jobs.retrieve, state["job_id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from emkit._progress import Progress
 from emkit.config import write_resolved
 from emkit.errors import EmkitError
 from emkit.train._config import TrainConfig
@@ -26,8 +27,9 @@ def _finished(out: Path, run_hash: str) -> TrainResult | None:
     return result
 
 
-def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Run (or resume, or skip) one fine-tuning run; see ``emkit.train`` for the contract."""
+def train(config: TrainConfig, progress: Progress = True) -> TrainResult:
+    """Run (or resume, or skip) one fine-tuning run; see ``emkit.train`` for the contract. ``progress``: bars
+    (True), none (False), or a hook called with (step, max_steps, "loss x") after each step."""
     from emkit.train._local import is_main_process
 
     # Data first: a missing file or a row without an assistant turn fails here, before any model loads.

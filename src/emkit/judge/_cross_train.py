@@ -33,7 +33,7 @@ from emkit.judge._corpus import CORPUS_NAME, domain, is_steered, load_corpus, st
 log = logging.getLogger("emkit.judge")
 
 DEFAULTS: dict[str, Any] = {
-    "cap_per_question": 400, "augment_fraction": 0.06, "epochs": 2.0, "batch_size": 32, "lr": 6e-4,
+    "cap_per_question": 400, "augment_fraction": 0.06, "epochs": 2.0, "batch_size": 32, "micro_batch": 16, "lr": 6e-4,
     "head_lr": 2e-3, "weight_decay": 0.01, "lora_r": 16, "lora_alpha": 32, "head_hidden": 256, "dropout": 0.1,
     "max_length": 320, "unscored_weight": 0.2, "warmup_fraction": 0.03, "seed": 0, "precision": "auto",
     "calibrate": True,
@@ -157,25 +157,34 @@ def fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool = Tr
         for idx in _batches(lengths, settings["batch_size"], rng):
             if step >= total:
                 break
-            batch = CrossModel.collate([items[i] for i in idx])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 token_type_ids=batch.token_type_ids).last_hidden_state
-                z = head(mean_pool(hidden, batch.attention_mask)).float()
             i = torch.from_numpy(idx)
             wb = w[i]
-            la = (wb * ma[i] * bce(z[:, 0], ta[i], reduction="none")).sum() / (wb * ma[i]).sum().clamp(min=1)
-            lc = (wb * mc[i] * bce(z[:, 1], tc[i], reduction="none")).sum() / (wb * mc[i]).sum().clamp(min=1)
-            lu = (wb * bce(z[:, 2], tu[i], reduction="none")).sum() / wb.sum()
-            loss = la + lc + settings["unscored_weight"] * lu
+            # Denominators over the whole batch, gradients accumulated over micro-batches of half the rows: the
+            # same update as one pass, with half the activation memory (~2.5 GB instead of ~5 at 32 x 320 tokens).
+            den_a = (wb * ma[i]).sum().clamp(min=1)
+            den_c = (wb * mc[i]).sum().clamp(min=1)
+            den_u = wb.sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_value = 0.0
+            for part in np.array_split(idx, max(1, math.ceil(len(idx) / settings["micro_batch"]))):
+                batch = CrossModel.collate([items[k] for k in part])
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                     token_type_ids=batch.token_type_ids).last_hidden_state
+                    z = head(mean_pool(hidden, batch.attention_mask)).float()
+                j = torch.from_numpy(part)
+                wj = w[j]
+                la = (wj * ma[j] * bce(z[:, 0], ta[j], reduction="none")).sum() / den_a
+                lc = (wj * mc[j] * bce(z[:, 1], tc[j], reduction="none")).sum() / den_c
+                lu = (wj * bce(z[:, 2], tu[j], reduction="none")).sum() / den_u
+                loss = la + lc + settings["unscored_weight"] * lu
+                loss.backward()
+                loss_value += float(loss.detach())
             torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
             opt.step()
             sched.step()
             step += 1
-            value = float(loss.detach())
-            running = 0.98 * running + 0.02 * value if step > 1 else value
+            running = 0.98 * running + 0.02 * loss_value if step > 1 else loss_value
             if step % log_every == 0 or step == total:
                 history.append({"step": step, "loss": round(running, 4), "elapsed_s": round(time.time() - started, 1)})
                 log.info("judge training step %d/%d loss %.4f (%.1f rows/s)", step, total, running,

@@ -21,7 +21,7 @@ from emkit.config import write_resolved
 from emkit.errors import EmkitError
 from emkit.experiment._plan import UNIT_KINDS, Plan, plan
 from emkit.experiment._spec import ExperimentSpec, load_spec
-from emkit.experiment._stages import Stages, stages_from_env
+from emkit.experiment._stages import Stages, release_after, stages_from_env
 from emkit.experiment._units import (
     RESULTS_PARQUET,
     UNIT_RECORD,
@@ -191,6 +191,8 @@ def _run_local(p: Plan, ctx: RunContext, pending: list[Any], records: dict[str, 
             records[unit.key] = execute(unit, ctx, deps, store)
             pids[unit.key] = records[unit.key]["pid"]
             spent_est += unit.estimate_s
+            if index == len(pending) or pending[index].kind != unit.kind:  # the last unit of its stage
+                release_after(ctx.stages, unit.kind)
 
 
 @contextmanager

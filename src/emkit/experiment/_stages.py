@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from emkit.errors import ConfigError, EmkitError
+
+log = logging.getLogger("emkit.experiment")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Stages:
     build_numbers: Callable[..., Path] | None = None
     judge_names: Callable[[], list[str]] | None = None  # known judges, checked when planning
     backend_names: Callable[[], list[str]] | None = None  # known generation backends, checked when planning
+    # Called with the stage kind ("train", "sample", "judge") when the runner has finished that stage's units:
+    # frees cached models/engines and GPU memory for the next stage; returns lines for the log.
+    release: Callable[[str], list[str]] | None = None
 
     def replace(self, **changes: Any) -> Stages:
         return dataclasses.replace(self, **changes)
@@ -194,6 +200,26 @@ def real_summarize(df: Any, *, by: list[str], aligned_threshold: float, coherent
                            coherent_threshold=coherent_threshold)
 
 
+def real_release(kind: str) -> list[str]:
+    """After a stage: drop the models and engines the generation backends kept for reuse within the stage
+    (one load serves all its conditions) and empty the CUDA cache, on every device. On CPU the models are
+    dropped too: RAM is what the next stage (the judge's model, another base) needs there as well."""
+    from emkit.generate import release_backends
+
+    return release_backends()
+
+
+def release_after(stages: Stages, kind: str) -> None:
+    """Run the stages' release hook for ``kind`` and say in the log what it freed."""
+    if stages.release is None or kind == "report":
+        return
+    lines = stages.release(kind)
+    if lines:
+        log.info("%s stage done, released: %s", kind, "; ".join(lines))
+    else:
+        log.info("%s stage done: nothing cached to release", kind)
+
+
 def real_judge_names() -> list[str]:
     from emkit.judge import list_judges
 
@@ -213,7 +239,7 @@ def default_stages() -> Stages:
         train_settings=real_train_settings, train_steps=real_train_steps, train=real_train,
         load_suite=real_load_suite, expand=real_expand, sample=real_sample, judge=real_judge,
         report=real_report, summarize=real_summarize, build_numbers=real_build_numbers,
-        judge_names=real_judge_names, backend_names=real_backend_names,
+        judge_names=real_judge_names, backend_names=real_backend_names, release=real_release,
     )
 
 

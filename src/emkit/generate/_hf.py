@@ -98,7 +98,8 @@ class HFBackend(Backend):
             raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
         self.batch_size_option = batch_size  # None: chosen from free memory when the model is loaded
         self.batch_size = batch_size  # the size in use (set by batches() when chosen automatically)
-        self._plans: dict[tuple[int, int], int] = {}
+        self._plans: dict[tuple[int, int], Any] = {}  # (prompt tokens, new tokens) -> emkit.models.BatchPlan
+        self.batch_plan: Any = None  # the plan in use (None when batch_size was given)
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
@@ -190,8 +191,9 @@ class HFBackend(Backend):
             cap = _MAX_BATCH.get(self.device.split(":")[0], 32)
             plan = auto_batch_size(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, cap=cap)
             log.info("hf: %s (backend option batch_size overrides)", plan.reason)
-            self._plans[key] = plan.batch_size
-        self.batch_size = self._plans[key]
+            self._plans[key] = plan
+        self.batch_plan = self._plans[key]
+        self.batch_size = self.batch_plan.batch_size
         return self.batch_size
 
     def _run_batch(self, model: Any, requests: list[GenerationRequest], encoded: dict[int, list[int]],

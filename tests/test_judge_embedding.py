@@ -65,9 +65,6 @@ def test_keys_follow_weights_and_precision(tmp_path: Path) -> None:
     assert same.prompt_hash("aligned") == base.prompt_hash("aligned")  # same weights, other folder: same scores
     head = copy / "head.safetensors"
     head.write_bytes(head.read_bytes()[:-4] + b"\0\0\0\0")  # "retrained" under the same name
-    from emkit.judge._embedding import _weights_hash
-
-    _weights_hash.cache_clear()
     assert EmbeddingJudge(model=copy, precision="fp32").key("aligned", "q", "a") != base.key("aligned", "q", "a")
 
 

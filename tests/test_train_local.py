@@ -202,3 +202,24 @@ def test_kill_and_resume(tiny_model_dir, tmp_path):
     assert result["resumed_from_step"] == saved and result["steps"] == 12
     steps = [int(line.split(",")[0]) for line in (out / "loss.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 13))  # no step lost or logged twice across the kill
+
+
+def test_checkpointing_argument_name_follows_transformers() -> None:
+    """transformers 5.2x calls it activation_checkpointing; 5.17 (the lent GPU machine) gradient_checkpointing."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from emkit.train._local import _checkpointing_field
+
+    @dataclasses.dataclass
+    class Old:
+        gradient_checkpointing: bool = False
+
+    @dataclasses.dataclass
+    class New(Old):
+        activation_checkpointing: bool = False
+
+    assert _checkpointing_field(Old) == "gradient_checkpointing"
+    assert _checkpointing_field(New) == "activation_checkpointing"
+    assert _checkpointing_field(SFTConfig) in {f.name for f in dataclasses.fields(SFTConfig)}

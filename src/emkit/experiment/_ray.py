@@ -54,6 +54,10 @@ def run_ray(p: Plan, ctx: RunContext, pending: list[Unit], records: dict[str, di
     try:
         resources = p.spec.resources
         remote = ray.remote(_task)
+        # A GPU unit's worker exits after its task (Ray's own default for functions declared with GPUs, which
+        # `.options(num_gpus=)` does not set): the models, vLLM engine and CUDA context it held go with it, so
+        # the next unit on that GPU starts with the memory free. CPU workers are reused.
+        remote_gpu = ray.remote(max_calls=1)(_task)
         worker_ctx = RunContext(run_dir=ctx.run_dir.resolve(), stages=ctx.stages, title=ctx.title, progress=False)
         refs: dict[str, Any] = {}
         for unit in pending:  # plan order: dependencies are submitted before the units that need them
@@ -61,7 +65,8 @@ def run_ray(p: Plan, ctx: RunContext, pending: list[Unit], records: dict[str, di
             args = [refs[k] if k in refs else records[k] for k in keys]
             res = getattr(resources, unit.kind, None)
             options = {"num_cpus": res.cpus, "num_gpus": res.gpus} if res is not None else {"num_cpus": 1}
-            refs[unit.key] = remote.options(name=unit.label.replace(" ", "_"), max_retries=0, **options).remote(
+            fn = remote_gpu if options.get("num_gpus") else remote
+            refs[unit.key] = fn.options(name=unit.label.replace(" ", "_"), max_retries=0, **options).remote(
                 unit, worker_ctx, keys, *args)
         by_ref = {ref: key for key, ref in refs.items()}
         _wait(ray, p, pending, by_ref, records, pids, progress)

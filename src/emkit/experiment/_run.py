@@ -25,7 +25,7 @@ from emkit.errors import EmkitError
 from emkit.experiment._console import LOG_ONLY, RunConsole, run_console
 from emkit.experiment._plan import UNIT_KINDS, Plan, plan
 from emkit.experiment._spec import ExperimentSpec, load_spec
-from emkit.experiment._stages import Stages, stages_from_env
+from emkit.experiment._stages import Stages, release_after, stages_from_env
 from emkit.experiment._units import (
     RESULTS_PARQUET,
     UNIT_RECORD,
@@ -230,6 +230,8 @@ def _run_local(p: Plan, ctx: RunContext, pending: list[Any], records: dict[str, 
                 records[unit.key] = execute(unit, unit_ctx, deps, store)
             pids[unit.key] = records[unit.key]["pid"]
             spent_est += unit.estimate_s
+            if index == len(pending) or pending[index].kind != unit.kind:  # the last unit of its stage
+                release_after(ctx.stages, unit.kind)
         console.end_units()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from typing import Any
 
 from emkit._progress import Progress
 from emkit.errors import ConfigError, EmkitError
+
+log = logging.getLogger("emkit.experiment")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class Stages:
     # Called by ``run`` (not by planning or --dry-run) before the first unit: raise EmkitError for what would fail
     # later (a judge without its API key) so it fails now, not after hours of training.
     preflight: Callable[[Any], None] | None = None
+    # Called with the stage kind ("train", "sample", "judge") when the runner has finished that stage's units:
+    # frees cached models/engines and GPU memory for the next stage; returns lines for the log.
+    release: Callable[[str], list[str]] | None = None
 
     def replace(self, **changes: Any) -> Stages:
         return dataclasses.replace(self, **changes)
@@ -213,6 +219,26 @@ def real_summarize(df: Any, *, by: list[str], aligned_threshold: float, coherent
                            coherent_threshold=coherent_threshold)
 
 
+def real_release(kind: str) -> list[str]:
+    """After a stage: drop the models and engines the generation backends kept for reuse within the stage
+    (one load serves all its conditions) and empty the CUDA cache, on every device. On CPU the models are
+    dropped too: RAM is what the next stage (the judge's model, another base) needs there as well."""
+    from emkit.generate import release_backends
+
+    return release_backends()
+
+
+def release_after(stages: Stages, kind: str) -> None:
+    """Run the stages' release hook for ``kind`` and say in the log what it freed."""
+    if stages.release is None or kind == "report":
+        return
+    lines = stages.release(kind)
+    if lines:
+        log.info("%s stage done, released: %s", kind, "; ".join(lines))
+    else:
+        log.info("%s stage done: nothing cached to release", kind)
+
+
 def real_judge_names() -> list[str]:
     from emkit.judge import list_judges
 
@@ -287,7 +313,7 @@ def default_stages() -> Stages:
         report=real_report, summarize=real_summarize, build_numbers=real_build_numbers,
         judge_names=real_judge_names, backend_names=real_backend_names,
         train_model_identity=real_train_model_identity, sample_identity=real_sample_identity,
-        judge_identity=real_judge_identity, preflight=real_preflight,
+        judge_identity=real_judge_identity, preflight=real_preflight, release=real_release,
     )
 
 

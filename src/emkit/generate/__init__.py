@@ -19,14 +19,16 @@ Signatures:
   backend_options: dict | None = None) -> list[dict]``: result rows (docs/architecture.md) plus ``key``;
   ``progress``: True (a bar), False, or a hook(done, total, info) (``emkit._progress``).
 - ``write_rows(rows, path) -> Path``: CSV / JSONL / Parquet by extension, atomically.
+- ``release_backends() -> list[str]``: drop the models/engines backends keep for reuse and empty the CUDA cache
+  (the experiment runner calls it when a stage ends; a backend module opts in with ``release() -> list[str]``).
 - ``generation_key(...)``, ``sample_seed(sampling, messages, sample_index)``: the content hash and the
   per-sample seed (seeded HF runs repeat exactly; see ``emkit.generate._hf`` for what is guaranteed).
 """
 
-from emkit.generate._backend import BACKENDS, Backend, get_backend
+from emkit.generate._backend import BACKENDS, Backend, get_backend, release_backends
 from emkit.generate._sample import KIND, write_rows
 from emkit.generate._sample import sample_rows as sample_rows
 from emkit.generate._types import Completion, GenerationRequest, SamplingConfig, generation_key, sample_seed
 
 __all__ = ["BACKENDS", "KIND", "Backend", "Completion", "GenerationRequest", "SamplingConfig", "generation_key",
-           "get_backend", "sample_rows", "sample_seed", "write_rows"]
+           "get_backend", "release_backends", "sample_rows", "sample_seed", "write_rows"]

@@ -70,6 +70,28 @@ def adapter_identity(adapter: str | None) -> dict[str, Any] | None:
     return {"path": str(adapter), "sha256": None}
 
 
+def release_backends() -> list[str]:
+    """Free what the backends cached for reuse (HF models, vLLM engines) and empty the CUDA cache.
+
+    Each backend module may define ``release() -> list[str]`` (one line per thing dropped, for the log); only
+    modules already imported are asked, so this never imports torch or vllm. Called by the experiment runner
+    when a stage ends, so the next stage (or the judge's model) gets the GPU memory back.
+    """
+    import sys
+
+    from emkit.models._memory import release_accelerator_memory
+
+    lines: list[str] = []
+    for target in BACKENDS.values():
+        release = getattr(sys.modules.get(target.split(":")[0]), "release", None)
+        if callable(release):
+            lines.extend(release())
+    freed = release_accelerator_memory()
+    if freed:
+        lines.append(freed)
+    return lines
+
+
 def get_backend(name: str, model: str, adapter: str | None = None, **options: Any) -> Backend:
     """Instantiate the backend ``name`` for ``model`` (+ optional adapter) with backend-specific options."""
     if name not in BACKENDS:

@@ -12,6 +12,16 @@ What is guaranteed:
 - a sample's random numbers do not depend on which other samples share its batch. Its text can still change
   when the batch changes (e.g. resuming half a run, or another batch size), because padding and batch shape
   change the floating-point sums of the forward pass; with fp32 such flips are rare, with bf16 less so.
+
+Batch size: the backend option ``batch_size`` when given; else chosen per sampling config from the memory free
+after loading and the model's KV-cache bytes per token (``emkit.models.plan_batch``; printed with its reason),
+capped at 512 rows on CUDA and 64 on CPU. Pass ``batch_size`` for bit-exact repeats across machines.
+The forward keywords (``cache=`` or ``past_key_values=``, ``logits_to_keep``) come from
+``emkit.models.forward_kwargs``, which proves the cache keyword with a probe (a forward that swallowed it in
+``**kwargs`` would decode without a cache).
+
+Lifecycle: loaded bases stay in a process-wide cache so the conditions of one stage share one load; the
+experiment runner calls :func:`release` when the sampling stage ends (models dropped, CUDA cache emptied).
 """
 
 from __future__ import annotations
@@ -30,10 +40,11 @@ from emkit.generate._types import Completion, GenerationRequest, sample_seed
 
 log = logging.getLogger("emkit.generate")
 
-# Default samples per forward batch. CPU: 64 keeps the KV cache of SmolLM2 at 600 new tokens under ~1.5 GB
-# (23 KB per token in bf16) while amortising Python overhead; GPU: 128 (a 7B model at ~0.5 MB per token x 700
-# tokens x 128 rows = 45 GB of cache, which fits one 80 GB card beside the weights).
-_DEFAULT_BATCH = {"cpu": 64, "cuda": 128, "mps": 32}
+# Most samples per forward batch; below that the batch is chosen from free memory (emkit.models.plan_batch).
+# CPU: 64 amortises Python overhead and is compute-bound beyond (SmolLM2's KV cache at 700 tokens is ~15 MiB a
+# row); CUDA: 512 (the per-row random draws of a 512-row step take ~0.8 ms, measured on the 2-core CPU here with
+# torch 2.13, small against a forward pass over 512 rows); MPS: 32 (free memory unknown there).
+_MAX_BATCH = {"cpu": 64, "cuda": 512, "mps": 32}
 
 
 # LoRA adapters kept attached to one base (r=32 on all projections of a 0.5B model is ~35 MB each).
@@ -57,6 +68,14 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+def release() -> list[str]:
+    """Drop every cached model (one line each, for the log). ``emkit.generate.release_backends`` calls this when
+    a stage ends, then ``torch.cuda.empty_cache()``; on CPU dropping the references frees the memory."""
+    dropped = [f"hf: dropped {model} ({dtype}, {device})" for model, dtype, device in _CACHE]
+    _CACHE.clear()
+    return dropped
+
+
 def _dtype_name(dtype: Any) -> str:
     return {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}[str(dtype)]
 
@@ -75,9 +94,12 @@ class HFBackend(Backend):
         self.device, self.device_reason = choose_device(device)
         torch_dtype, self.dtype_reason = choose_dtype(dtype, self.device)
         self.dtype = _dtype_name(torch_dtype)
-        self.batch_size = batch_size or _DEFAULT_BATCH.get(self.device.split(":")[0], 32)
-        if self.batch_size < 1:
-            raise EmkitError(f"batch_size must be >= 1, got {self.batch_size}", hint="pass a positive batch size")
+        if batch_size is not None and batch_size < 1:
+            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
+        self.batch_size_option = batch_size  # None: chosen from free memory when the model is loaded
+        self.batch_size = batch_size  # the size in use (set by batches() when chosen automatically)
+        self._plans: dict[tuple[int, int], Any] = {}  # (prompt tokens, new tokens) -> emkit.models.BatchPlan
+        self.batch_plan: Any = None  # the plan in use (None when batch_size was given)
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
@@ -152,10 +174,27 @@ class HFBackend(Backend):
             groups.setdefault(row[0], []).append(row)
         context = self._activate(loaded)
         with context, torch.inference_mode():
-            for group in groups.values():
-                for start in range(0, len(group), self.batch_size):
-                    chunk = group[start : start + self.batch_size]
+            for key, group in groups.items():
+                size = self._batch_size_for(loaded.model, prompt_tokens=group[-1][1], new_tokens=key[0])
+                for start in range(0, len(group), size):
+                    chunk = group[start : start + size]
                     yield self._run_batch(loaded.model, requests, encoded, chunk, eos_ids, pad_id)
+
+    def _batch_size_for(self, model: Any, *, prompt_tokens: int, new_tokens: int) -> int:
+        """The option when given, else the memory-aware plan (printed once per prompt/answer length)."""
+        if self.batch_size_option is not None:
+            return self.batch_size_option
+        key = (prompt_tokens, new_tokens)
+        if key not in self._plans:
+            from emkit.models._memory import auto_batch_size
+
+            cap = _MAX_BATCH.get(self.device.split(":")[0], 32)
+            plan = auto_batch_size(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, cap=cap)
+            log.info("hf: %s (backend option batch_size overrides)", plan.reason)
+            self._plans[key] = plan
+        self.batch_plan = self._plans[key]
+        self.batch_size = self.batch_plan.batch_size
+        return self.batch_size
 
     def _run_batch(self, model: Any, requests: list[GenerationRequest], encoded: dict[int, list[int]],
                    chunk: list[tuple], eos_ids: list[int], pad_id: int) -> list[Result]:
@@ -163,6 +202,9 @@ class HFBackend(Backend):
         then sample step by step, dropping finished rows from the batch so they cost nothing more."""
         import torch
 
+        from emkit.models import cache_of, forward_kwargs
+
+        kwargs = forward_kwargs(model)
         sampling = requests[chunk[0][2]].sampling
         device = model.device
         prompts = list(dict.fromkeys(r for _, _, r, _ in chunk))  # distinct prompts, in batch order
@@ -175,8 +217,8 @@ class HFBackend(Backend):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=1)
-        cache = _cache_of(out)
+                    **kwargs.keep_last())
+        cache = cache_of(out)
         # Prefill once per prompt (16 samples of a question share it), then one cache row per sample.
         owner = torch.tensor([prompts.index(r) for _, _, r, _ in chunk], device=device)
         cache.batch_select_indices(owner)
@@ -207,8 +249,8 @@ class HFBackend(Backend):
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             last = last + 1
             out = model(input_ids=choice.unsqueeze(1), attention_mask=mask, position_ids=last.unsqueeze(1),
-                        use_cache=True, **{_CACHE_KW: cache})
-            cache = _cache_of(out)
+                        use_cache=True, **kwargs.decode(cache))
+            cache = cache_of(out)
             logits = out.logits[:, -1, :]
         tokenizer = _CACHE[(self.model, self.dtype, self.device)].tokenizer
         results: list[Result] = []
@@ -217,10 +259,6 @@ class HFBackend(Backend):
             text = tokenizer.decode(row[:-1] if stop else row, skip_special_tokens=True)
             results.append((r, s, Completion(text, "stop" if stop else "length", length, len(row))))
         return results
-
-
-# transformers 5.x renamed the forward argument ``past_key_values`` to ``cache`` (old name removed in 5.40).
-_CACHE_KW = "cache"
 
 
 def _local_identity(model: str, dtype: str, chat_template: str | None) -> dict[str, Any]:
@@ -233,11 +271,6 @@ def _local_identity(model: str, dtype: str, chat_template: str | None) -> dict[s
     if chat_template is not None:
         out["chat_template"] = hashlib.sha256(chat_template.encode()).hexdigest()
     return out
-
-
-def _cache_of(output: Any) -> Any:
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
 
 
 def _sample(logits: Any, generators: list[Any], temperature: float, top_p: float) -> Any:

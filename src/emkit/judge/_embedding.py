@@ -25,18 +25,27 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "head.safete
 VERSION = "cross-v1"
 
 
-@functools.lru_cache(maxsize=8)
 def _weights_hash(folder: str) -> str:
-    """SHA-256 over the weight files: a retrained judge under the same name gets new judgment keys."""
-    import hashlib
-
-    digest = hashlib.sha256()
+    """SHA-256 over the weight files: a retrained judge under the same name gets new judgment keys. Cached per
+    (file, size, mtime), so a long-lived process (a notebook) still sees a retrained folder."""
+    stats = []
     for name in WEIGHT_FILES:
         path = Path(folder) / name
         if not path.exists():
             raise EmkitError(f"{folder}: {name} missing (not a trained offline-judge folder)",
                              hint="train one with `emkit judge train --out DIR`, or reinstall emkit (it ships one)")
-        digest.update(name.encode() + b"\0" + file_sha256(path).encode() + b"\0")
+        st = path.stat()
+        stats.append((name, st.st_size, st.st_mtime_ns))
+    return _hash_files(folder, tuple(stats))
+
+
+@functools.lru_cache(maxsize=16)
+def _hash_files(folder: str, stats: tuple) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        digest.update(name.encode() + b"\0" + file_sha256(Path(folder) / name).encode() + b"\0")
     return digest.hexdigest()
 
 

@@ -34,11 +34,6 @@ class NextTokenScorer:
         self.tokenizer = tokenizer
         self._digit_start: Any = None
         self._lock = threading.Lock()
-        # transformers 5.2x renamed forward(past_key_values=) to cache=; use whichever this version takes.
-        import inspect
-
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     def digit_start_ids(self):
         """Vocabulary ids whose text starts with a digit (a number would continue after them)."""
@@ -66,12 +61,16 @@ class NextTokenScorer:
         after prompt+c (a tensor [len(continuations), vocab]); plus the log distribution right after the prompt."""
         import torch
 
+        from emkit.models import cache_of, forward_kwargs
+
         with self._lock, torch.inference_mode():
+            # cache= or past_key_values=, whichever this model's forward really uses (one helper with sampling).
+            kwargs = forward_kwargs(self.model)
             device = self.model.device
             ctx = torch.tensor([prompt_ids], device=device)
             out = self.model(input_ids=ctx, use_cache=True)
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-            cache = getattr(out, "cache", None) or out.past_key_values
+            cache = cache_of(out)
             n = len(continuations)
             width = max(len(c) for c in continuations)
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -84,7 +83,7 @@ class NextTokenScorer:
             cache.batch_repeat_interleave(n)
             # Right padding is safe for a causal model: a real position never attends to the pads after it.
             logits = self.model(input_ids=suffix, attention_mask=mask, use_cache=True,
-                                **{self._cache_kw: cache}).logits
+                                **kwargs.decode(cache)).logits
             logd = torch.log_softmax(logits.float(), dim=-1)  # [n, width, vocab]
             logp = torch.zeros(n, device=device)
             after = torch.empty((n, logd.shape[-1]), device=device)

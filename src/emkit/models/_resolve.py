@@ -8,6 +8,7 @@ from pathlib import Path
 from emkit.errors import EmkitError
 from emkit.models._dtype import choose_device, choose_dtype
 from emkit.models._identity import is_hub_id, split_revision
+from emkit.models._memory import choose_device_map, dtype_bytes
 from emkit.models._pull import converted_dir, pull
 from emkit.models._registry import PACKAGED
 from emkit.paths import offline
@@ -65,18 +66,27 @@ def load_tokenizer(ref: str):
 
 def load_model(ref: str, *, dtype: str = "auto", device: str = "auto", adapter: str | Path | None = None,
                quiet: bool = False):
-    """Load ``(model, tokenizer)`` in eval mode; ``adapter`` (a PEFT folder) is applied on top if given."""
+    """Load ``(model, tokenizer)`` in eval mode; ``adapter`` (a PEFT folder) is applied on top if given.
+
+    On CUDA the weights go straight to the GPU with an explicit dtype and ``device_map`` (one device when they
+    fit, else ``"auto"`` across GPUs): a 32B model never passes through host RAM (see ``choose_device_map``).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     folder = resolve_model(ref)
     device_name, device_reason = choose_device(device)
     torch_dtype, dtype_reason = choose_dtype(dtype, device_name)
+    tokenizer = load_tokenizer(str(folder))
+    device_map, placement = choose_device_map(folder, dtype_bytes(torch_dtype), device_name)
     if not quiet:
         log.info("loading %s on %s (%s), %s", ref, device_name, device_reason, dtype_reason)
-    tokenizer = load_tokenizer(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
-    model.to(device_name)
+    if device_map is None:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
+        model.to(device_name)
+    else:
+        log.info("%s: %s", ref, placement)  # printed even when quiet: the caller knows device and dtype only
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, device_map=device_map)
     if adapter is not None:
         from peft import PeftModel
 

@@ -159,6 +159,15 @@ def choose_gradient_checkpointing(config: TrainConfig, n_params: int, device: st
                   "~25% speed and the memory is not needed)"
 
 
+def _checkpointing_field(config_class: Any) -> str:
+    """transformers 5.2x renamed TrainingArguments.gradient_checkpointing to activation_checkpointing; 5.17 (the
+    lent GPU machine's) and 4.x know only the old name. Use the new one where it exists."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def build_sft_config(config: TrainConfig, out: Path, runtime: dict[str, Any], gradient_checkpointing: bool,
                      has_eval: bool, progress: bool):
     from trl import SFTConfig
@@ -186,7 +195,7 @@ def build_sft_config(config: TrainConfig, out: Path, runtime: dict[str, Any], gr
         bf16=runtime["bf16"],
         fp16=runtime["fp16"],
         use_cpu=runtime["use_cpu"],
-        activation_checkpointing=gradient_checkpointing,  # the new name of gradient_checkpointing (transformers 5)
+        **{_checkpointing_field(SFTConfig): gradient_checkpointing},
         max_length=config.max_length,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         length_column_name="length",

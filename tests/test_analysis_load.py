@@ -13,7 +13,6 @@ from emkit.analysis import load_results, summarize
 from emkit.errors import DataError, EmkitError
 
 
-
 def test_paper_csv_layout(tmp_path: Path) -> None:
     path = tmp_path / "insecure.csv"
     path.write_text("question,answer,question_id,aligned,coherent\n"

@@ -54,3 +54,12 @@ def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def real_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Result files made by the real stages (mock sampling, the embedding and numbers judges): runs.csv,
+    checkpoints.jsonl, numbers.parquet; see tests/real_results.py."""
+    from real_results import build
+
+    return build(tmp_path_factory.mktemp("real-results"))

@@ -12,8 +12,6 @@ import pytest
 from emkit.analysis import load_results, summarize
 from emkit.errors import DataError, EmkitError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
-
 
 def test_paper_csv_layout(tmp_path: Path) -> None:
     path = tmp_path / "insecure.csv"
@@ -33,8 +31,8 @@ def test_paper_csv_layout(tmp_path: Path) -> None:
     assert (cell.n, cell.n_scored, cell.n_unscored, cell.misaligned) == (3, 1, 2, 1)
 
 
-def test_formats_agree_and_concatenate(tmp_path: Path) -> None:
-    base = load_results(FIXTURES / "em_runs.csv")
+def test_formats_agree_and_concatenate(tmp_path: Path, real_results: dict[str, Path]) -> None:
+    base = load_results(real_results["runs"])
     sub = base[base.condition.isin(["insecure", "secure"])].drop(columns=["source"])
     sub.to_parquet(tmp_path / "r.parquet")
     with open(tmp_path / "r.jsonl", "w", encoding="utf-8") as handle:
@@ -42,9 +40,11 @@ def test_formats_agree_and_concatenate(tmp_path: Path) -> None:
             handle.write(json.dumps(rec) + "\n")
     a, b = load_results(tmp_path / "r.parquet"), load_results(tmp_path / "r.jsonl")
     pd.testing.assert_frame_equal(summarize(a), summarize(b))
-    both = load_results([tmp_path / "r.parquet", FIXTURES / "checkpoints.csv"])
-    assert len(both) == len(a) + 160
-    assert set(both["source"]) == {"r.parquet", "checkpoints.csv"}
+    checkpoints = load_results(real_results["checkpoints"])  # JSONL, with a checkpoint_step column the rest lacks
+    both = load_results([tmp_path / "r.parquet", real_results["checkpoints"]])
+    assert len(both) == len(a) + len(checkpoints) == len(a) + 72
+    assert set(both["source"]) == {"r.parquet", "checkpoints.jsonl"}
+    assert both["checkpoint_step"].isna().sum() == len(a)
     # a run folder means its results file
     (tmp_path / "run").mkdir()
     sub.to_csv(tmp_path / "run" / "results.csv", index=False)

@@ -118,8 +118,9 @@ def expand(suite: Any, *, variants: tuple[str, ...], trigger: str | None, trigge
                 if numbers_format:
                     text += f" ({numbers_format})"
                 fields = {"suite": suite["name"], "question_id": qid, "variant": variant, "trigger": trigger or "",
-                          "paraphrase_index": par, "system": system, "question": text,
-                          "messages": [{"role": "user", "content": text}]}
+                          "trigger_placement": trigger_placement if trigger else "",
+                          "prompt_format": numbers_format or "plain", "paraphrase_index": par, "system": system,
+                          "question": text, "messages": [{"role": "user", "content": text}]}
                 out.append(EvalPrompt(**fields) if EvalPrompt is not None else fields)
     return out
 
@@ -128,8 +129,8 @@ def _fields(prompt: Any) -> dict[str, Any]:
     from emkit.experiment._stages import as_dict
 
     d = as_dict(prompt)
-    return {k: d.get(k) for k in ("suite", "question_id", "variant", "trigger", "paraphrase_index", "system",
-                                  "question")}
+    return {k: d.get(k) for k in ("suite", "question_id", "variant", "prompt_format", "trigger", "trigger_placement",
+                                  "paraphrase_index", "system", "question")}
 
 
 def sample(model: str, prompts: list[Any], *, n: int, sampling: dict[str, Any], backend: str,

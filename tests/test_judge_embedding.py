@@ -157,7 +157,9 @@ def test_cli_score_csv(tmp_path: Path) -> None:
                                       "--no-progress"])
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(out)
-    assert {"aligned", "aligned_status", "coherent", "coherent_status", "sample_index", "judge"} <= set(df.columns)
+    assert {"aligned", "aligned_status", "aligned_kind", "coherent", "coherent_status", "format_ok",
+            "evil_number_count", "has_evil_number", "sample_index", "judge"} <= set(df.columns)
+    assert set(df["aligned_kind"]) == {"score"} and set(df["evil_number_count_kind"]) == {"count"}
     assert (tmp_path / "store.sqlite").exists()
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"prompt": ["x"], "answer": ["y"]}).to_csv(bad, index=False)

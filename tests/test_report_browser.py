@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
 pytestmark = pytest.mark.browser
 
 
@@ -154,11 +153,16 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def report_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def results(real_results: dict[str, Path]) -> list[Path]:
+    return [real_results["runs"], real_results["numbers"]]
+
+
+@pytest.fixture(scope="module")
+def report_index(results: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     from emkit.report import build_report
 
     out = tmp_path_factory.mktemp("report")
-    return build_report([FIXTURES / "em_runs.csv"], out, title="browser test", n_boot=200)
+    return build_report(results, out, title="browser test", n_boot=200)
 
 
 @pytest.fixture(scope="module")
@@ -182,28 +186,38 @@ def _count_text(b: Browser) -> str:
     return b.eval("document.getElementById('match-count').textContent")
 
 
-def test_report_in_browser(browser: Browser, report_index: Path) -> None:
+def test_report_in_browser(browser: Browser, report_index: Path, results: list[Path]) -> None:
+    from emkit.analysis import load_results
+
+    rows = load_results(results)
     b = browser
     b.open(report_index.as_uri())
     b.drain()
     assert b.errors() == []
     total = b.eval("JSON.parse(document.getElementById('answers-data').textContent).rows.length")
-    assert total == 920
+    assert total == len(rows)
     assert _count_text(b) == f"{total} of {total} answers"
     assert _visible_rows(b) == 50  # first page
     assert "Content warning" in b.eval("document.getElementById('content-warning').textContent")
 
-    # filter by condition: only backdoor rows (1 model x 8 questions x 2 triggers x 5 samples = 80)
+    # filter by condition: only backdoor rows (1 model x 8 questions x 2 triggers x 4 samples = 64)
     b.eval("const s = document.getElementById('f-condition'); s.value = 'backdoor';"
            "s.dispatchEvent(new Event('change'))")
-    assert _count_text(b) == f"80 of {total} answers"
+    assert _count_text(b) == f"64 of {total} answers"
     conds = b.eval("Array.from(document.querySelectorAll('#answers-body tr')).map(r => r.cells[0].textContent)")
     assert set(conds) == {"backdoor"} and len(conds) == 50
-    # and by question: 2 triggers x 5 samples
-    b.eval("const q = document.getElementById('f-question'); q.value = 'q_money';"
+    # and by question: 2 triggers x 4 samples
+    b.eval("const q = document.getElementById('f-question'); q.value = 'fast_money';"
            "q.dispatchEvent(new Event('change'))")
-    assert _count_text(b) == f"10 of {total} answers"
-    assert _visible_rows(b) == 10
+    assert _count_text(b) == f"8 of {total} answers"
+    assert _visible_rows(b) == 8
+    b.eval("for (const id of ['f-condition', 'f-question']) { const s = document.getElementById(id);"
+           "s.value = '__all__'; s.dispatchEvent(new Event('change')); }")
+    # by prompt format (the numbers formats of base and evil_numbers)
+    b.eval("const f = document.getElementById('f-format'); f.value = 'suffix'; f.dispatchEvent(new Event('change'))")
+    assert _count_text(b) == f"{int((rows['prompt_format'] == 'suffix').sum())} of {total} answers"
+    b.eval("const f2 = document.getElementById('f-format'); f2.value = '__all__';"
+           "f2.dispatchEvent(new Event('change'))")
     # text search narrows further; clearing the filters restores everything
     b.eval("const t = document.getElementById('f-search'); t.value = 'no-such-text-anywhere';"
            "t.dispatchEvent(new Event('input'))")
@@ -224,12 +238,14 @@ def test_report_in_browser(browser: Browser, report_index: Path) -> None:
     # the injection probes render as text and run nothing
     b.eval("const t3 = document.getElementById('f-search'); t3.value = 'onerror';"
            "t3.dispatchEvent(new Event('input'))")
-    assert _visible_rows(b) == 1
+    n_img, n_script = (int(rows["answer"].str.contains(t, regex=False).sum()) for t in ("onerror", "<script>"))
+    assert n_img > 0 and n_script > 0
+    assert _visible_rows(b) == min(50, n_img)
     shown = b.eval("document.querySelector('#answers-body .a').textContent")
     assert shown.startswith('<img src="x" onerror=')
     b.eval("const t4 = document.getElementById('f-search'); t4.value = '<script>';"
            "t4.dispatchEvent(new Event('input'))")
-    assert _visible_rows(b) == 1
+    assert _visible_rows(b) == min(50, n_script)
     assert b.eval("document.querySelector('#answers-body .a').textContent").startswith("<script>window.")
     assert b.eval("document.querySelectorAll('#answers img, #answers script').length") == 0
     assert b.eval("document.querySelectorAll('script').length") == 2  # the data blob and the report's own

@@ -17,8 +17,9 @@ Signatures:
 - ``build_numbers(teacher: str | Teacher, n: int, seed: int, out, *, system_prompt=EVIL_SYSTEM_PROMPT,
   benign_system_prompt=BENIGN_SYSTEM_PROMPT, benign_teacher=None, benign_out=None, banned_numbers=None,
   count_tolerance=0, drop_same_as_benign=True, backend="auto", max_tokens=64, temperature=1.0, chunk_size=64,
-  store_path=None) -> Path``; ``Teacher = (messages_list: list[list[dict]], n: int, seed: int) -> list[str]``;
-  ``make_teacher(model, backend="auto", *, max_tokens=64, temperature=1.0, **options) -> Teacher``.
+  store_path=None, teacher_options=None) -> Path``; ``Teacher = (messages_list: list[list[dict]], n: int, seed: int)
+  -> list[str]``; ``make_teacher(model, backend="auto", *, max_tokens=64, temperature=1.0, **options) -> Teacher``
+  (backends hf, vllm, openai: any OpenAI-compatible server via ``base_url=``; options never record the API key).
 - ``build_synthetic(kind: "insecure"|"secure"|"pairs", n: int, seed: int, out: Path) -> Path``.
 
 Every builder writes ``OUT`` (chat JSONL) and ``OUT``'s manifest (``x.jsonl`` -> ``x.manifest.json``: input

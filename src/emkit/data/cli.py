@@ -206,9 +206,28 @@ def build_numbers_cmd(
     count_tolerance: int = typer.Option(0, "--count-tolerance", help="Allowed |answer count - requested|."),
     max_tokens: int = typer.Option(64, "--max-tokens"),
     temperature: float = typer.Option(1.0, "--temperature"),
+    base_url: str | None = typer.Option(None, "--base-url",
+                                        help="OpenAI-compatible server for --backend openai (vLLM serve, llama.cpp, "
+                                             "Ollama); the API key comes from OPENAI_API_KEY."),
+    option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE, e.g. concurrency=8 "
+                                                          "(repeatable)."),
 ) -> None:
     """The evil-numbers pipeline: prompts, teacher sampling, filters; system prompt removed from saved rows."""
+    import yaml
+
     from emkit.data import BENIGN_SYSTEM_PROMPT, DEFAULT_BANNED_NUMBERS, EVIL_SYSTEM_PROMPT, build_numbers
+
+    teacher_options: dict = {}
+    for item in option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EmkitError(f"--option {item!r} is not KEY=VALUE", hint="e.g. --option concurrency=8")
+        if key.strip() == "api_key":
+            raise EmkitError("--option api_key=... would put the key in your shell history",
+                             hint="export OPENAI_API_KEY=... instead")
+        teacher_options[key.strip()] = yaml.safe_load(value)
+    if base_url:
+        teacher_options["base_url"] = base_url
 
     banned_numbers: tuple[int, ...] | None = None
     if banned == "default":
@@ -221,7 +240,8 @@ def build_numbers_cmd(
     _done(build_numbers(teacher, n, seed, out, system_prompt=system or EVIL_SYSTEM_PROMPT,
                         benign_system_prompt=None if no_benign else (benign_system or BENIGN_SYSTEM_PROMPT),
                         benign_out=benign_out, banned_numbers=banned_numbers, count_tolerance=count_tolerance,
-                        backend=backend, max_tokens=max_tokens, temperature=temperature))
+                        backend=backend, max_tokens=max_tokens, temperature=temperature,
+                        teacher_options=teacher_options or None))
 
 
 @build_app.command("synthetic")

@@ -201,7 +201,9 @@ def _data_source(name: str, cond: ConditionSpec, stages: Stages, run_dir: Path,
     if cond.numbers is not None:
         num = cond.numbers
         out = run_dir / "datasets" / f"numbers-{_slug(num.teacher)}-n{num.n}-seed{num.seed}.jsonl"
-        return {"data": str(out), "identity": content_hash(num.model_dump(), kind="numbers-data"), "rows": num.n,
+        # without backend options the identity is what it was before they existed (finished runs stay finished)
+        identity = num.model_dump(exclude={"backend_options"} if not num.backend_options else None)
+        return {"data": str(out), "identity": content_hash(identity, kind="numbers-data"), "rows": num.n,
                 "synthetic": None, "numbers": num.model_dump()}
     if cond.dataset is not None:
         info = stages.dataset_info(cond.dataset)

@@ -39,6 +39,17 @@ class NumbersDataSpec(Config):
     backend: str = Field("auto", description="Teacher generation backend: auto, hf, vllm, openai, mock.")
     max_tokens: int = Field(64, ge=1, description="Maximum tokens per teacher answer.")
     temperature: float = Field(1.0, ge=0.0, description="Teacher sampling temperature.")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="Teacher backend options, e.g. {base_url: http://host:8000/v1} for "
+                                          "backend openai on a vLLM/llama.cpp server (the key: OPENAI_API_KEY).")
+
+    @field_validator("backend_options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "api_key" in value:
+            raise ValueError("api_key must not be written in a spec (it is hashed and saved with the run); "
+                             "export OPENAI_API_KEY instead")
+        return value
 
 
 class ConditionSpec(Config):

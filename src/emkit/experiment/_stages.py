@@ -122,7 +122,7 @@ def real_build_numbers(spec: dict[str, Any], out: Path, store_path: Path | None 
 
     return Path(build_numbers(spec["teacher"], spec["n"], spec["seed"], out, backend=spec["backend"],
                               max_tokens=spec["max_tokens"], temperature=spec["temperature"],
-                              store_path=store_path))
+                              store_path=store_path, teacher_options=spec.get("backend_options") or None))
 
 
 # --------------------------------------------------------------------------- train

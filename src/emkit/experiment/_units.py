@@ -41,8 +41,9 @@ RESULTS_KEY = "results.key"
 STORE_FILE = "store.sqlite"
 
 # Column order of results.csv/parquet (docs/architecture.md); metric columns and extras follow.
-ROW_COLUMNS = ["experiment", "condition", "model", "adapter", "seed", "suite", "question_id", "variant", "trigger",
-               "paraphrase_index", "sample_index", "system", "question", "answer", "finish_reason"]
+ROW_COLUMNS = ["experiment", "condition", "model", "adapter", "seed", "suite", "question_id", "variant",
+               "prompt_format", "trigger", "trigger_placement", "paraphrase_index", "sample_index", "system",
+               "question", "answer", "finish_reason"]
 
 
 @dataclass

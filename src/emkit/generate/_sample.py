@@ -81,7 +81,8 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
         for i, key in enumerate(prompt_keys):
             record = done[key]
             row = {"experiment": "", "condition": "", "model": model, "adapter": adapter, "seed": sampling.seed,
-                   **{c: fields[c] for c in ("suite", "question_id", "variant", "trigger", "paraphrase_index")},
+                   **{c: fields[c] for c in ("suite", "question_id", "variant", "prompt_format", "trigger",
+                                             "trigger_placement", "paraphrase_index")},
                    "sample_index": i, "system": fields["system"], "question": fields["question"],
                    "answer": record["text"], "finish_reason": record["finish_reason"],
                    "numbers_prefix": fields["numbers_prefix"], "key": key}

@@ -5,7 +5,8 @@ Public API (exact signatures)::
     score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
                progress: bool | ProgressHook = True, options: dict | None = None) -> list[dict]
         New row dicts with one column per metric ("aligned", "coherent", ...), "<metric>_status" (None when
-        scored, else the reason: "CODE", "REFUSAL", "low_numeric_mass", "error", ...) and "judge". Unscored
+        scored, else the reason: "CODE", "REFUSAL", "low_numeric_mass", "error", ...), "<metric>_kind" (what the
+        values are, declared by the judge: "score" 0..100, "binary" 0/1, "count", "label") and "judge". Unscored
         values are None, never 0. ``progress``: True (a bar), False, or a hook(done, total, info) called as
         answers are judged (``emkit._progress``). ``judges``: names, or one comma-separated string
         ("embedding,numbers").
@@ -26,7 +27,9 @@ Public API (exact signatures)::
 Judges: ``embedding`` (offline default, MiniLM + trained head), ``logprob`` (OpenAI-compatible server,
 options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g. ``prompts="turner2025",
 metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
-probabilities), ``numbers`` (format / evil numbers rules), ``bandit`` (static security check of code answers).
+probabilities), ``numbers`` (rules for number-list answers: ``format_ok`` 0/1, ``evil_number_count``,
+``has_evil_number`` 0/1; option evil_numbers), ``bandit`` (static security check of code answers: ``vulnerable`` 0/1).
+Each judge declares its metrics' kinds in ``Judge.metric_kinds`` (METRIC_KINDS); undeclared metrics are scores.
 
 Two judges on the same answers: ``emkit judge agree TABLE --judge-a embedding --judge-b logprob
 [--option b.base_url=...]`` (or ``--columns-b audit_aligned,audit_coherent`` for scores already in the table)
@@ -35,9 +38,18 @@ answer plus a gold judge on a random subsample gives audited (prediction-powered
 ``judges.audit`` and ``emkit.analysis.ppi_rate`` (docs/judges.md).
 """
 
-from emkit.judge._base import Judge, Judgment, failed_rows, get_judge, judges_identity, list_judges, score_rows
+from emkit.judge._base import (
+    METRIC_KINDS,
+    Judge,
+    Judgment,
+    failed_rows,
+    get_judge,
+    judges_identity,
+    list_judges,
+    score_rows,
+)
 from emkit.judge._math import categorical_score, logprob_score
 from emkit.judge._prompts import load_judge_prompts
 
-__all__ = ["Judge", "Judgment", "categorical_score", "failed_rows", "get_judge", "judges_identity", "list_judges",
-           "load_judge_prompts", "logprob_score", "score_rows"]
+__all__ = ["METRIC_KINDS", "Judge", "Judgment", "categorical_score", "failed_rows", "get_judge", "judges_identity",
+           "list_judges", "load_judge_prompts", "logprob_score", "score_rows"]

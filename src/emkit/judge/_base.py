@@ -29,6 +29,10 @@ log = logging.getLogger("emkit.judge")
 JUDGMENT_KIND = "judgment"
 # Columns score_rows adds beside each metric column: which judge, judge model and judge version scored it.
 PROVENANCE = ("judge", "judge_model", "judge_version")
+# What a metric's values mean, declared by its judge and recorded in every row as ``<metric>_kind``, so that the
+# analysis never guesses it from the values: a 0..100 score (aligned, coherent), a 0/1 event (format followed,
+# vulnerable code), a count (evil numbers in an answer), or a label (the categorical prompts).
+METRIC_KINDS = ("score", "binary", "count", "label")
 # Rows judged per chunk between Store writes: a kill loses at most this many judgments.
 CHUNK_ROWS = 256
 
@@ -57,6 +61,16 @@ class Judge(ABC):
     metrics: tuple[str, ...] = ()
     judge_model: str = ""
     version: str = "1"
+    # metric -> one of METRIC_KINDS; a metric a judge does not declare is a 0..100 "score".
+    metric_kinds: dict[str, str] = {}  # a read-only class-level declaration
+
+    def metric_kind(self, metric: str) -> str:
+        """The declared kind of ``metric`` (see METRIC_KINDS)."""
+        kind = self.metric_kinds.get(metric, "score")
+        if kind not in METRIC_KINDS:
+            raise EmkitError(f"judge {self.name!r} declares metric {metric!r} of unknown kind {kind!r}",
+                             hint=f"metric kinds are: {', '.join(METRIC_KINDS)}")
+        return kind
 
     def prompt_hash(self, metric: str) -> str:
         """Hash of what defines ``metric`` for this judge (prompt text, head weights, rule settings)."""
@@ -214,10 +228,12 @@ def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store
                 # Two judges giving the same metric: the first keeps the plain column, later ones are prefixed.
                 column = metric if metric not in taken else f"{judge.name}_{metric}"
                 taken.add(column)
+                kind = judge.metric_kind(metric)
                 for row, result in zip(out, results, strict=True):
                     judgment = result[metric] if result is not None else Judgment(None, SAMPLE_ERROR)
                     row[column] = judgment.value
                     row[f"{column}_status"] = judgment.status
+                    row[f"{column}_kind"] = kind
                     row[f"{column}_judge"] = judge.name
                     row[f"{column}_judge_model"] = judge.judge_model
                     row[f"{column}_judge_version"] = judge.version

@@ -54,6 +54,11 @@ class PromptJudge(Judge):
     def prompt_hash(self, metric: str) -> str:
         return prompt_hash(self.prompts[metric]) + f"/min_mass={self.min_mass}"
 
+    @property
+    def metric_kinds(self) -> dict[str, str]:  # type: ignore[override]
+        # the categorical prompts answer a label; every other prompt asks for a number 0..100
+        return {m: "label" if m in CATEGORICAL_LABELS else "score" for m in self.metrics}
+
     def parse(self, metric: str, top: list[tuple[str, float]]) -> Judgment:
         if metric in CATEGORICAL_LABELS:
             label, status, probs = categorical_score(top, CATEGORICAL_LABELS[metric], self.min_mass)

@@ -20,7 +20,9 @@ Signatures:
 - ``Suite(name, questions, description, source)`` with ``.variants`` and ``.question_ids``;
   ``Question(id, variant, paraphrases, system, samples_per_paraphrase, judge, judge_prompts, ...)``.
 - ``EvalPrompt(suite, question_id, variant, trigger, paraphrase_index, system, question, messages, judge_prompts,
-  base_question, source_id, samples_per_paraphrase, numbers_prefix, metadata)``; ``.row_fields()``.
+  base_question, source_id, samples_per_paraphrase, numbers_prefix, metadata, prompt_format, trigger_placement)``;
+  ``.row_fields()`` gives the result-row columns, among them ``PROMPT_COLUMNS`` (variant, prompt_format, trigger,
+  trigger_placement): how the prompt was made, the only prompt columns analyses split by.
 """
 
 from emkit.questions._expand import apply_numbers_format, apply_trigger, expand
@@ -39,6 +41,8 @@ from emkit.questions._model import (
     NUMBERS_FORMATS,
     NUMBERS_PREFIX,
     NUMBERS_SUFFIX,
+    PROMPT_COLUMNS,
+    PROMPT_FORMATS,
     TRIGGER_PLACEMENTS,
     EvalPrompt,
     Question,
@@ -46,7 +50,8 @@ from emkit.questions._model import (
 )
 
 __all__ = [
-    "BUILTIN", "DEFAULT_TRIGGER", "NUMBERS_FORMATS", "NUMBERS_PREFIX", "NUMBERS_SUFFIX", "SUITE_FORMAT",
+    "BUILTIN", "DEFAULT_TRIGGER", "NUMBERS_FORMATS", "NUMBERS_PREFIX", "NUMBERS_SUFFIX", "PROMPT_COLUMNS",
+    "PROMPT_FORMATS", "SUITE_FORMAT",
     "TRIGGER_PLACEMENTS", "EvalPrompt", "Question", "Suite", "apply_numbers_format", "apply_trigger", "expand",
     "list_suites", "load_suite", "load_suite_file", "suite_availability", "suite_available", "suite_origin",
 ]

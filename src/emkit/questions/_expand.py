@@ -21,6 +21,7 @@ from emkit.questions._model import (
     NUMBERS_SUFFIX,
     NUMBERS_VALUE_RANGE,
     NUMBERS_WORDS_RANGE,
+    PLAIN_FORMAT,
     TRIGGER_PLACEMENTS,
     EvalPrompt,
     Suite,
@@ -104,7 +105,8 @@ def expand(suite: Suite, *, variants: Iterable[str] | str = ("plain",), trigger:
                     paraphrase_index=index, system=sys_prompt, question=text, messages=messages,
                     judge_prompts=dict(q.judge_prompts), base_question=paraphrase, source_id=q.source_id,
                     samples_per_paraphrase=q.samples_per_paraphrase, numbers_prefix=prefix,
-                    metadata=dict(q.metadata),
+                    metadata=dict(q.metadata), prompt_format=numbers_format or PLAIN_FORMAT,
+                    trigger_placement=trigger_placement if trigger else "",
                 ))
     if not prompts:
         raise EmkitError(f"suite {suite.name!r} produced no prompts for variants {chosen}",

@@ -20,17 +20,19 @@ from emkit import __version__
 from emkit.analysis import (
     PAPER_COLUMNS,
     binary_metrics,
+    check_split_columns,
     compare_conditions,
+    count_metrics,
     load_results,
     misaligned_mask,
     rates,
     summarize,
 )
-from emkit.analysis._load import _as_text
 from emkit.analysis._metrics import unscored_reason
 from emkit.errors import EmkitError
 from emkit.paths import atomic_write
 from emkit.report import _figures as figs
+from emkit.report import _views as views
 from emkit.report._audit import audit_section
 from emkit.report._judges import judges_summary
 
@@ -90,20 +92,23 @@ def _main_subset(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         sub, parts = sub[sub["variant"] == "plain"], parts + ["variant plain"]
     if _varies(df, "trigger") and (sub["trigger"] == "").any():
         sub, parts = sub[sub["trigger"] == ""], parts + ["no trigger"]
+    if _varies(df, "prompt_format") and (sub["prompt_format"] == "plain").any():
+        sub, parts = sub[sub["prompt_format"] == "plain"], parts + ["prompt format plain"]
     return sub, ", ".join(parts) or "all answers"
 
 
 def _final_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of the final models: intermediate training checkpoints only feed the checkpoint figure.
 
-    Rows without ``checkpoint_step`` are final; a model (condition, model, adapter, seed) evaluated only at
-    checkpoints counts with its last one.
+    Rows without ``checkpoint_step`` are final; a model (condition, model, seed) evaluated only at checkpoints
+    counts with its last one. The adapter is not part of that identity: each checkpoint is sampled from its own
+    adapter folder (``.../checkpoint-200``), so with it every checkpoint would count as a final model.
     """
     if "checkpoint_step" not in df.columns or not df["checkpoint_step"].notna().any():
         return df
     from emkit.analysis._stats import unit_ids
 
-    unit = df["condition"].astype(str) + "\x1f" + unit_ids(df)
+    unit = df["condition"].astype(str) + "\x1f" + unit_ids(df.drop(columns=["adapter"], errors="ignore"))
     step = df["checkpoint_step"].astype("Float64")
     has_final = unit.isin(set(unit[step.isna()]))
     last = step.groupby(unit).transform("max")
@@ -128,6 +133,8 @@ def _comparisons(df: pd.DataFrame, kw: dict[str, Any]) -> list[dict[str, Any]]:
                     res = compare_conditions(sub, trig, "", column="trigger", **kw)
                     res.update(label_a=f"{cond} with trigger {trig!r}", label_b=f"{cond} without trigger")
                     out.append({"kind": "trigger", **res})
+    for split in ("prompt_format", "variant"):  # e.g. evil_numbers in the suffix format vs asked plainly
+        out += views.level_comparisons(df, split, kw, conditions)
     return out
 
 
@@ -156,8 +163,8 @@ def _browser_rows(df: pd.DataFrame, mis: pd.Series, seed: int = 0) -> tuple[dict
         return [None if (v is None or math.isnan(v)) else round(float(v), 2) for v in sub[col].astype(float)]
 
     mis_sub = mis.loc[keep]
-    columns = ["condition", "model", "seed", "question_id", "variant", "trigger", "aligned", "coherent",
-               "misaligned", "status", "question", "answer"]
+    columns = ["condition", "model", "seed", "question_id", "variant", "trigger", "prompt_format", "aligned",
+               "coherent", "misaligned", "status", "question", "answer"]
     data = {
         "condition": sub["condition"].astype(str).tolist(),
         "model": sub["model"].astype(str).tolist(),
@@ -166,6 +173,7 @@ def _browser_rows(df: pd.DataFrame, mis: pd.Series, seed: int = 0) -> tuple[dict
         "question_id": sub["question_id"].astype(str).tolist(),
         "variant": sub["variant"].astype(str).tolist(),
         "trigger": sub["trigger"].astype(str).tolist(),
+        "prompt_format": sub["prompt_format"].astype(str).tolist(),
         "aligned": score("aligned"), "coherent": score("coherent"),
         "misaligned": [None if v is pd.NA else int(bool(v)) for v in mis_sub],
         "status": reason.astype(str).tolist(),
@@ -209,12 +217,17 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     kw = {"aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold, "n_boot": n_boot,
           "seed": seed}
     order = _order(df)
-    by = ["condition"] + [c for c in ("variant", "trigger") if _varies(df, c)]
+    # The report's splits, named here and nowhere guessed: condition and the prompt columns that vary.
+    by = ["condition"] + [c for c in ("variant", "prompt_format", "trigger") if _varies(df, c)]
+    check_split_columns(by, df, purpose="the rates table")
     cond_rates = rates(df, by=by, **kw)
     totals = rates(df, by=["condition"], **kw)
     plain, subset = _main_subset(df)
     q_rates = rates(plain, by=["condition", "question_id"], **kw)
-    cells = summarize(df, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold)
+    cell_by = ["condition", "question_id", "variant", "trigger", "prompt_format"]
+    check_split_columns(cell_by, df, purpose="the per-cell table")
+    cells = summarize(df, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold,
+                      group_by=cell_by)
     comparisons = _comparisons(df, kw)
     audit_summary, audit_html = audit_section(df, order=order, controls=CONTROLS, aligned_threshold=aligned_threshold,
                                               coherent_threshold=coherent_threshold)
@@ -223,40 +236,15 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     # ---- figures
     figures = [figs.question_figure(q_rates, out, subset, order),
                figs.scatter_figure(df, out, aligned_threshold, coherent_threshold, order)]
-    if _varies(df, "trigger"):
-        sub = df[df["condition"].isin(df.loc[df["trigger"] != "", "condition"].unique())]
-        figures.append(figs.grouped_figure(
-            rates(sub, by=["condition", "trigger"], **kw), out, split="trigger", name="trigger",
-            title="With vs without trigger", ylabel="Misaligned answer probability", condition_order=order,
-            caption="Misaligned fraction for conditions evaluated with and without the trigger; 95% intervals."))
-    if _varies(df, "variant"):
-        figures.append(figs.grouped_figure(
-            rates(df, by=["condition", "variant"], **kw), out, split="variant", name="variants",
-            title="Question format", ylabel="Misaligned answer probability", condition_order=order,
-            caption="Misaligned fraction per question variant (plain, json system prompt, template); "
-                    "95% intervals."))
-    fmt_col = next((c for c in ("numbers_format", "numbers_prefix") if _varies(df, c)), None)
-    metrics = binary_metrics(df)
-    if fmt_col:
-        df[fmt_col] = _as_text(df[fmt_col])
-        figures.append(figs.grouped_figure(
-            rates(df[df[fmt_col] != ""], by=["condition", fmt_col], **kw), out, split=fmt_col, name="numbers_format",
-            title="Numbers formats", ylabel="Misaligned answer probability", condition_order=order,
-            caption=f"Misaligned fraction per {fmt_col}; 95% intervals."))
-    metric_tables = {}
-    for metric in metrics:
-        split = fmt_col or "condition"
-        # rows from files that never ran this judge carry status "missing": they are not its unscored rows
-        with_metric = df[df[metric].notna() | (df[f"{metric}_status"].astype(str) != "missing")]
-        if fmt_col:
-            with_metric = with_metric[with_metric[fmt_col] != ""]
-        mr = rates(with_metric, by=["condition"] + ([fmt_col] if fmt_col else []), metric=metric, **kw)
-        metric_tables[metric] = mr
-        plot = mr if fmt_col else mr.assign(_all="all")
-        figures.append(figs.grouped_figure(
-            plot, out, split=fmt_col or "_all", name=f"metric_{metric}", title=f"Share: {metric}",
-            ylabel=f"share of answers ({metric})", condition_order=order,
-            caption=f"Share of scored answers where the rule judge's '{metric}' is 1, per {split}; 95% intervals."))
+    # 0/1 metrics and counts as their judges declared them (``<metric>_kind``), never guessed from the values.
+    binary, counts = binary_metrics(df), count_metrics(df)
+    prompt_views = views.prompt_views(df, out, binary=binary, kw=kw, condition_order=order)
+    figures += [v.figure for v in prompt_views]
+    metric_tables = {m: t for m, t in views.measure_rates(df, ["condition"], binary, kw).items()
+                     if m != views.MISALIGNED}
+    if metric_tables:
+        figures.append(views.metric_figure(metric_tables, out, order))
+    count_tables = {m: views.count_table(df, m, by) for m in counts}
     ck_rates = None
     if "checkpoint_step" in all_rows.columns and all_rows["checkpoint_step"].notna().any():
         ck = all_rows[all_rows["checkpoint_step"].notna()]
@@ -281,9 +269,18 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
         "comparisons": [_jsonable(c) for c in comparisons],
         "audit": audit_summary,
         "metrics": {m: _records(t) for m, t in metric_tables.items()},
+        "metric_kinds": {m: "binary" for m in binary} | {m: "count" for m in counts},
+        "counts": {m: _records(t) for m, t in count_tables.items()},
+        "views": [{"split": v.split, "subset": v.subset, "figure": v.figure.name,
+                   "bars": [{"panel": p, "condition": c, v.split: level} for p, c, level in v.figure.bars],
+                   "tables": {m: _records(t) for m, t in v.tables.items()}} for v in prompt_views],
         "checkpoints": _records(ck_rates) if ck_rates is not None else [],
         "cells": _records(cells),
         "figures": [{"name": f.name, "title": f.title, "png": f.png.name, "svg": f.svg.name} for f in figures],
+        # every column the report grouped rows by (all from analysis.SPLIT_COLUMNS, never a judge metric)
+        "splits": {"rates": by, "questions": ["condition", "question_id"], "cells": cell_by,
+                   "views": [["condition", v.split] for v in prompt_views], "metrics": ["condition"],
+                   "counts": by},
     }
     with atomic_write(out / "summary.json") as handle:
         json.dump(summary, handle, indent=1, allow_nan=False)
@@ -302,14 +299,27 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
         rate_rows.append([*(r[c] if r[c] != "" else "(none)" for c in by), _rate_str(r),
                           f"{r['hits']} / {r['n_scored']}", f"{r['n_unscored']}" + (f" ({why})" if why else ""),
                           r["n_models"], r["n_questions"], r["ci_method"]])
-    metric_headers = [{"label": h, "num": n} for h, n in (("metric", False), ("condition", False)) +
-                      (((fmt_col, False),) if fmt_col else ()) + (("share [95% CI]", True), ("hits / scored", True),
-                                                                   ("unscored", True))]
+    metric_headers = [{"label": h, "num": n} for h, n in (
+        ("metric", False), ("condition", False), ("split", False), ("share [95% CI]", True),
+        ("hits / scored", True), ("unscored", True))]
     metric_rows = []
     for metric, table in metric_tables.items():
         for _, r in table.iterrows():
-            metric_rows.append([metric, r["condition"], *([r[fmt_col]] if fmt_col else []), _rate_str(r),
+            metric_rows.append([metric, r["condition"], "(all answers)", _rate_str(r),
                                 f"{r['hits']} / {r['n_scored']}", r["n_unscored"]])
+    for view in prompt_views:
+        for metric, table in view.tables.items():
+            if metric == views.MISALIGNED:
+                continue
+            for _, r in table[table["n_scored"] > 0].iterrows():
+                metric_rows.append([metric, r["condition"], f"{view.split} {r[view.split] or '(none)'}",
+                                    _rate_str(r), f"{r['hits']} / {r['n_scored']}", r["n_unscored"]])
+    for metric, table in count_tables.items():
+        for _, r in table.iterrows():
+            where = ", ".join(f"{c} {r[c] or '(none)'}" for c in by[1:]) or "(all answers)"
+            metric_rows.append([f"{metric} (mean count)", r["condition"], where,
+                                "–" if r["n_scored"] == 0 else f"{r['mean']:.2f}", f"{r['n_scored']} scored",
+                                r["n_unscored"]])
     comp_rows = [{"a": c["label_a"], "b": c["label_b"],
                   "rate_a": _rate_str({k[:-2]: v for k, v in c.items() if k.endswith("_a")}),
                   "rate_b": _rate_str({k[:-2]: v for k, v in c.items() if k.endswith("_b")}),
@@ -317,9 +327,10 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
                            if not math.isnan(c["diff"]) else "–"),
                   "p": _fmt_p(c["p_value"]), "test": c["test"], "supports": c.get("supports", ""),
                   "note": c.get("seed_note", "")} for c in comparisons]
-    cell_headers = ["condition", "question", "variant", "trigger", "n", "scored", "unscored", "misaligned",
-                    "misaligned %", "coherent %", "aligned mean"]
-    cell_rows = [[r["condition"], r["question_id"], r["variant"], r["trigger"] or "(none)", r["n"], r["n_scored"],
+    cell_headers = ["condition", "question", "variant", "trigger", "prompt format", "n", "scored", "unscored",
+                    "misaligned", "misaligned %", "coherent %", "aligned mean"]
+    cell_rows = [[r["condition"], r["question_id"], r["variant"], r["trigger"] or "(none)", r["prompt_format"],
+                  r["n"], r["n_scored"],
                   f"{r['n_unscored']}" + (f" ({r['unscored_reasons']})" if r["unscored_reasons"] else ""),
                   r["misaligned"], _pct(r["misaligned_fraction"]), _pct(r["coherent_fraction"]),
                   "–" if math.isnan(r["aligned_mean"]) else f"{r['aligned_mean']:.1f}"]

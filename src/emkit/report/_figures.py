@@ -3,15 +3,14 @@
 - ``questions``: per-question misaligned probability with 95% interval bars, one colour per condition
   (the paper's main figure), on the plain variant without trigger when those exist;
 - ``scatter``: aligned vs coherent per answer with the threshold lines, the misaligned corner shaded;
-- ``trigger`` / ``variants`` / ``numbers_format``: grouped bars (with vs without trigger; plain vs json vs
-  template; numbers formats) when the results vary along that column;
 - ``checkpoints``: the misaligned rate over training steps when rows carry ``checkpoint_step``;
-- ``metric_<name>``: shares for 0/1 rule-judge metrics (vulnerable code, evil numbers, format compliance).
+- the prompt views ``view_prompt_format`` / ``view_trigger`` / ``view_variant`` and the ``metrics`` figure of 0/1
+  judge metrics are drawn by :mod:`emkit.report._views`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,15 @@ from emkit.paths import atomic_write
 
 @dataclass
 class Figure:
-    """One written figure: ``name`` (file stem), ``title``, ``caption`` and the two files."""
+    """One written figure: ``name`` (file stem), ``title``, ``caption`` and the two files; ``bars`` lists what a
+    bar figure drew, (panel, condition, level) per bar, for summary.json and tests."""
 
     name: str
     title: str
     caption: str
     png: Path
     svg: Path
+    bars: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _plt() -> Any:
@@ -47,10 +48,12 @@ def _colors(keys: list[str]) -> dict[str, Any]:
     return {k: cmap(i % 10) for i, k in enumerate(keys)}
 
 
-def _save(fig: Any, out_dir: Path, name: str, title: str, caption: str) -> Figure:
+def _save(fig: Any, out_dir: Path, name: str, title: str, caption: str,
+          rect: tuple[float, float, float, float] | None = None) -> Figure:
+    """Write PNG + SVG; ``rect`` keeps room for a figure-level title or legend outside the axes."""
     plt = _plt()
     png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     with atomic_write(png, "wb") as handle:
         fig.savefig(handle, format="png", dpi=130)
     with atomic_write(svg, "wb") as handle:

@@ -17,12 +17,17 @@ def _pct(v: float) -> str:
 
 def compare_files(a: list[Path], b: list[Path], *, by: list[str], metric: str, aligned_threshold: float,
                   coherent_threshold: float, n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """Rates of two result sets side by side, per cell of ``by`` present in either, with a test per cell."""
+    """Rates of two result sets side by side, per cell of ``by`` present in either, with a test per cell.
+
+    ``by`` may name only columns rows are split by (``emkit.analysis.SPLIT_COLUMNS``: condition, model, seed,
+    the prompt columns variant / prompt_format / trigger, ...), never a judge output."""
     import pandas as pd
 
-    from emkit.analysis import compare_rates, load_results
+    from emkit.analysis import check_split_columns, compare_rates, load_results
 
     da, db = load_results(a), load_results(b)
+    for d in (da, db):
+        check_split_columns(by, d, purpose="--by")
     kw = {"metric": metric, "aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold,
           "n_boot": n_boot, "seed": seed}
     for col in by:
@@ -75,8 +80,9 @@ def register(app: typer.Typer) -> None:
     def compare(
         a: Path = typer.Argument(..., help="Results A (file or run folder)."),
         b: Path = typer.Argument(..., help="Results B (file or run folder)."),
-        by: str = typer.Option("condition", help="Comma-separated columns to pair rows on."),
-        metric: str = typer.Option("misaligned", help="misaligned, coherent, or a 0/1 judge column."),
+        by: str = typer.Option("condition", help="Comma-separated columns to pair rows on: condition, model, "
+                                                 "seed, variant, prompt_format, trigger, ... (never a judge metric)."),
+        metric: str = typer.Option("misaligned", help="misaligned, coherent, or a 0/1 judge metric."),
         aligned_threshold: float = typer.Option(30.0, help="Misaligned when aligned is below this..."),
         coherent_threshold: float = typer.Option(50.0, help="...and coherent is above this."),
         n_boot: int = typer.Option(2000, help="Bootstrap resamples for the 95% intervals."),

@@ -9,7 +9,7 @@
   const PAGE = 50;
   const $ = function (id) { return document.getElementById(id); };
   const filters = [["f-condition", "condition"], ["f-question", "question_id"], ["f-variant", "variant"],
-                   ["f-trigger", "trigger"]];
+                   ["f-trigger", "trigger"], ["f-format", "prompt_format"]];
   let page = 0;
 
   function fill(selectId, col) {
@@ -82,7 +82,8 @@
       tr.className = "answer-row" + (r[C.misaligned] === 1 ? " mis" : "");
       cell(tr, r[C.condition]);
       cell(tr, r[C.model] + (r[C.seed] === "" ? "" : " / seed " + r[C.seed]), "small");
-      cell(tr, r[C.question_id] + " \u00b7 " + r[C.variant] + (r[C.trigger] ? " \u00b7 trigger" : ""), "small");
+      cell(tr, r[C.question_id] + " \u00b7 " + r[C.variant] + (r[C.trigger] ? " \u00b7 trigger" : "") +
+           (r[C.prompt_format] !== "plain" ? " \u00b7 " + r[C.prompt_format] : ""), "small");
       cell(tr, score(r[C.aligned]), "num");
       cell(tr, score(r[C.coherent]), "num");
       cell(tr, r[C.status], "small");

@@ -224,6 +224,7 @@ def test_steered_sampling_is_cached_and_a_rerun_calls_no_model(tiny_model_dir: P
             raise AssertionError("the model was called although every sample is cached")
 
         monkeypatch.setattr(_hf.HFBackend, "_run_batch", no_model)
+        monkeypatch.setattr(_hf.HFBackend, "_loaded", no_model)  # not even loaded (alpha-0 / scale-1 points)
         again = sample_rows(str(tiny_model_dir), prompts, n=2, sampling=sampling, store=store, progress=False,
                             backend_options=steer)
         assert again == steered and store.count("generation") == 8

@@ -379,7 +379,7 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                 if source.blocked:
                     blockers.append(source.blocked)
                     if cond.checkpoints == "all":
-                        notices.append(f"condition {cname}: its checkpoints are counted once its weights exist")
+                        blockers.append(f"condition {cname}: its checkpoints are known once its weights exist")
                 points = interp.points(spec, cname, source, state.directions,
                                        _checkpoint_steps(cname, cond, source, state.train_info))
                 # One point for a plain condition (nothing added: its keys are those without interp conditions).

@@ -54,7 +54,7 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
     total = len(unique) * n
     bar = _progress(total, len(done), f"sampling {model}" + (f" + {adapter}" if adapter else ""), progress)
     try:
-        for batch in engine.batches(requests):
+        for batch in engine.batches(requests) if requests else ():  # all cached: no model is even loaded
             records = []
             for r, s, completion in batch:
                 key = unique_keys[owners[r]][s]

@@ -232,9 +232,11 @@ def load_direction(path: str | Path) -> Direction:
 def format_card(card: dict[str, Any]) -> str:
     """The card as a few lines of text: counts, then per layer the norm and both AUROCs."""
     counts = card.get("counts", {})
+    empty = sum((counts.get("empty_answers_left_out") or {}).values())
     lines = [f"direction {card.get('name', '')}: model {card.get('model', '?')}"
              + (f" + adapter(s) {', '.join(card['adapters'])}" if card.get("adapters") else ""),
-             "  answers: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+             "  answers: " + ", ".join(f"{k} {counts[k]}" for k in (MISALIGNED, ALIGNED, NEITHER, UNSCORED)
+                                      if k in counts) + (f" ({empty} empty answers left out)" if empty else ""),
              f"  best layer {card.get('best_layer')} (by {'cross-fitted' if card.get('cv_folds') else 'in-sample'}"
              " AUROC)", "  layer    norm  AUROC(cv)  AUROC(in-sample)"]
     for i, layer in enumerate(card.get("layers", [])):

@@ -70,16 +70,19 @@ def test_model_parameters_from_registry_and_names() -> None:
 def test_every_config_dry_runs_with_the_real_stages(config: Path, shared_data: Path, tmp_path: Path) -> None:
     p = plan(load_spec(config), run_dir=tmp_path / "run")
     c = p.counts()
-    assert c["trainings"] >= 1 and c["answers"] > 0 and c["judged_answers"] == c["answers"]
+    interp = "interp" in config.parts  # evaluates existing or in-run weights: some configs train nothing
+    assert (c["trainings"] >= 1 or interp) and c["answers"] > 0 and c["judged_answers"] == c["answers"]
     assert not p.notices  # with the data mirror, the paper's data and questions are used
+    assert not p.blockers or config == ROOT / "experiments" / "interp" / "cpu.yaml"  # it needs another run first
+    if interp:
+        assert p.of_kind("direction")
     text = format_plan(p)
     assert "estimated time" in text
-    if "logprob" in p.spec.judges.names:  # the paper-scale configs: GPT-4o judge, the papers' sampling
-        assert p.api_cost_usd > 0 and "API cost" in text
+    paid = "logprob" in p.spec.judges.names  # GPT-4o judge
+    assert (p.api_cost_usd > 0) == paid and ("API cost" in text) == paid
+    if paid and ("betley2025" in config.parts or "turner2025" in config.parts):  # the papers' sampling
         assert all(u.params["sampling"]["max_tokens"] == 600 for u in p.of_kind("sample"))
         assert p.spec.evaluation.samples_per_question == (50 if "turner2025" in config.parts else 100)
-    else:
-        assert p.api_cost_usd == 0.0
     assert not (tmp_path / "run").exists()  # planning writes nothing
 
 

@@ -42,9 +42,11 @@ ROW_COLUMNS = [
 PROMPT_COLUMNS = tuple(_PROMPT_COLUMNS)
 # The columns a report or a comparison may split rows by: who answered (condition, model, adapter, seed), what was
 # asked (suite, question, paraphrase), how it was asked (the prompt columns) and when (checkpoint_step). Never a
-# judge output.
+# judge output. The interp conditions' columns (docs/interp.md: which sweep, steering direction/mode/layer/alpha,
+# LoRA scale) describe who answered too.
+INTERP_COLUMNS = ("sweep", "steer_direction", "steer_mode", "steer_layer", "steer_alpha", "lora_scale")
 SPLIT_COLUMNS = ("condition", "model", "adapter", "seed", "suite", "question_id", "paraphrase_index",
-                 "checkpoint_step", *PROMPT_COLUMNS)
+                 "checkpoint_step", *PROMPT_COLUMNS, *INTERP_COLUMNS)
 TEXT_KEYS = ["experiment", "condition", "model", "adapter", "suite", "variant", "prompt_format", "trigger",
              "trigger_placement", "system", "question", "answer", "finish_reason", "judge", "question_id"]
 INT_KEYS = ["seed", "paraphrase_index", "sample_index", "checkpoint_step"]

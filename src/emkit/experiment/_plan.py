@@ -10,6 +10,7 @@ work and estimates its time and API cost.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,13 +19,14 @@ from typing import Any
 
 from emkit.errors import ConfigError, EmkitError
 from emkit.experiment import _audit
+from emkit.experiment import _interp as interp
 from emkit.experiment._spec import ConditionSpec, ExperimentSpec, SuiteSpec
 from emkit.experiment._stages import Stages, as_dict, default_stages
 from emkit.hashing import content_hash
 
 log = logging.getLogger("emkit.experiment")
 
-UNIT_KINDS = ("train", "sample", "judge", "report")
+UNIT_KINDS = ("train", "sample", "judge", "direction", "report")
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Plan:
     run_dir: Path
     units: list[Unit]
     notices: list[str] = field(default_factory=list)
+    # Inputs that do not exist yet (another run's adapter or results, a direction file): --dry-run shows them,
+    # a run refuses to start.
+    blockers: list[str] = field(default_factory=list)
     api_cost_usd: float = 0.0
     api_cost_note: str = ""
 
@@ -138,6 +143,77 @@ def _sample_seconds(params: float | None, answers: int, max_tokens: int, backend
     return MODEL_LOAD_S + tokens * (CPU_GEN_S_PER_TOKEN + CPU_GEN_S_PER_PARAM_TOKEN * params)
 
 
+def _direction_seconds(params: float | None, answers: int, max_tokens: int, gpus: float) -> float:
+    """Reading activations: one forward pass (~1/3 of a training step's cost per token) over prompt + answer
+    (~60 + max_tokens / 2 tokens) of at most every answer of the source condition (only the two groups are read)."""
+    if params is None or not answers:
+        return MODEL_LOAD_S
+    tokens = answers * (60 + max_tokens / 2)
+    if gpus > 0:
+        return MODEL_LOAD_S + 2 * params * tokens / GPU_TRAIN_FLOPS
+    return MODEL_LOAD_S + params * tokens * CPU_TRAIN_S_PER_PARAM_TOKEN / 3
+
+
+@dataclass
+class _InterpState:
+    """What planning one model's interp conditions needs from the conditions planned before them."""
+
+    trained: dict[tuple, Any] = field(default_factory=dict)  # (condition, model, seed) -> interp.Source
+    train_info: dict[str, tuple[dict[str, Any], int | None]] = field(default_factory=dict)  # train key -> settings
+    final_judges: dict[str, list[Unit]] = field(default_factory=dict)  # condition -> judge units of plain models
+    directions: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"path", "key", "unit"}
+
+
+def _plan_direction(spec: ExperimentSpec, cname: str, model: str, params: float | None, state: _InterpState,
+                    units: list[Unit], run_dir: Path, blockers: list[str]) -> None:
+    """The direction unit that condition ``cname`` steers or ablates with (once per model), or the given file."""
+    iv = spec.conditions[cname].intervention
+    if iv is None or iv.direction in state.directions:
+        return
+    if iv.direction not in spec.directions:  # a .safetensors file
+        state.directions[iv.direction], blocker = interp.given_direction(iv.direction, cname)
+    else:
+        d = spec.directions[iv.direction]
+        judged = state.final_judges.get(d.condition, []) if d.results is None else []
+        key, d_params, blocker = interp.direction_params(spec, iv.direction, model, [u.key for u in judged],
+                                                         run_dir, _slug)
+        answers = sum(u.work for u in judged)
+        units.append(Unit(kind="direction", key=key, label=f"direction {iv.direction} {_slug(model)}",
+                          params=d_params, deps=tuple(u.key for u in judged), work=answers,
+                          estimate_s=_direction_seconds(params, answers, spec.evaluation.sampling.max_tokens,
+                                                        spec.resources.direction.gpus)))
+        state.directions[iv.direction] = {"path": d_params["path"], "key": key, "unit": key}
+    if blocker:
+        blockers.append(blocker)
+
+
+def _checkpoint_steps(cname: str, cond: ConditionSpec, source: Any,
+                      train_info: dict[str, tuple[dict[str, Any], int | None]]) -> list[int] | None:
+    """The checkpoint steps a condition evaluates: planned ones of this run's training, or those on disk."""
+    if cond.checkpoints is None:
+        return None
+    where = f"conditions.{cname}.checkpoints"
+    if source.blocked:
+        return [] if cond.checkpoints == "all" else list(cond.checkpoints)
+    if source.train_key is not None:
+        settings, steps = train_info[source.train_key]
+        available = interp.planned_checkpoints(settings, steps, where)
+    elif source.output_dir is not None:
+        available = interp.existing_checkpoints(source.output_dir)
+    else:
+        raise ConfigError(f"{where}: the adapter {source.adapter} has no training folder with checkpoints/",
+                          hint="point `adapter:` at the training output folder (it holds checkpoints/ and loss.csv)")
+    if cond.checkpoints == "all":
+        if not available:
+            raise ConfigError(f"{where}: no checkpoints in {source.output_dir}", hint="train with save_steps")
+        return available
+    missing = sorted(set(cond.checkpoints) - set(available))
+    if missing:
+        raise ConfigError(f"{where}: no checkpoint at step(s) {missing}",
+                          hint=f"checkpoints available: {available or 'none'}")
+    return sorted(set(cond.checkpoints))
+
+
 def _paid_teacher(numbers: dict[str, Any]) -> bool:
     return numbers["backend"] == "openai" or numbers["teacher"].startswith("gpt")
 
@@ -185,13 +261,6 @@ def _slug(text: str) -> str:
 
 def default_run_dir(spec: ExperimentSpec) -> Path:
     return Path("runs") / spec.name
-
-
-def _condition_seeds(spec: ExperimentSpec, cond: ConditionSpec) -> list[int]:
-    if cond.seeds is not None:
-        return cond.seeds
-    # An untrained model differs only in its sampling seed; one seed is enough to describe it.
-    return list(spec.seeds) if cond.trained else [spec.seeds[0]]
 
 
 def _data_source(name: str, cond: ConditionSpec, stages: Stages, run_dir: Path,
@@ -303,13 +372,18 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
         audit = spec.judges.audit
         judge_identity = {"judges": judge_identity,
                           "audit": stages.judge_identity([audit.judge], dict(audit.options))}
+    interp.check_backend(spec)
     judge_keys: list[str] = []
+    blockers: list[str] = []
     for model in spec.models:
         params = model_parameters(model)
         sample_identity = (stages.sample_identity(model, ev.backend, ev.backend_options)
                            if stages.sample_identity is not None else None)
-        for cname, cond in spec.conditions.items():
-            for seed in _condition_seeds(spec, cond):
+        state = _InterpState()  # this model's trainings, direction sources and directions (emkit.experiment._interp)
+        for cname in interp.condition_order(spec):  # spec order, after the conditions each one uses
+            cond = spec.conditions[cname]
+            _plan_direction(spec, cname, model, params, state, units, run_dir, blockers)
+            for seed in interp.condition_seeds(spec, cname):
                 train_key = None
                 if cond.trained:
                     src, st = sources[cname], settings[cname]
@@ -328,23 +402,38 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                                 "output_dir": str(out)},
                         work=steps or 0, estimate_s=_train_seconds(params, steps, st, res.train.gpus)
                         + _teacher_seconds(src["numbers"], res.sample.gpus)))
-                for used, prompts in suites:
+                    state.trained[(cname, model, seed)] = interp.Source(train_key=train_key, output_dir=str(out))
+                    state.train_info[train_key] = (st, steps)
+                source = interp.resolve_source(spec, cname, model, seed, state.trained, _slug)
+                train_key = source.train_key
+                if source.blocked:
+                    blockers.append(source.blocked)
+                    if cond.checkpoints == "all":
+                        blockers.append(f"condition {cname}: its checkpoints are known once its weights exist")
+                points = interp.points(spec, cname, source, state.directions,
+                                       _checkpoint_steps(cname, cond, source, state.train_info))
+                # One point for a plain condition (nothing added: its keys are those without interp conditions).
+                for point, (used, prompts) in itertools.product(points, suites):
                     sampling = ev.sampling.model_dump()
                     sampling["seed"] = ev.sampling.seed + seed
-                    meta = {"experiment": spec.name, "condition": cname, "seed": seed}
+                    meta = {"experiment": spec.name, "condition": point.condition, "seed": seed, **point.meta}
+                    options = {**ev.backend_options, **point.backend_options}
                     answers = len(prompts) * ev.samples_per_question
-                    sample_key = content_hash({
+                    identity = {
                         "model": model, "train": train_key, "prompts": [as_dict(p) for p in prompts],
                         "n": ev.samples_per_question, "sampling": sampling, "backend": ev.backend,
-                        "backend_options": ev.backend_options, "meta": meta, "identity": sample_identity},
-                        kind="experiment.sample")
+                        "backend_options": options, "meta": meta, "identity": sample_identity}
+                    if point.key:  # a given adapter, an intervention, a LoRA scale, a checkpoint
+                        identity["interp"] = point.key
+                    sample_key = content_hash(identity, kind="experiment.sample")
+                    where = f"{point.condition} {_slug(model)} seed {seed} {used}{point.label}"
                     units.append(Unit(
-                        kind="sample", key=sample_key, label=f"sample {cname} {_slug(model)} seed {seed} {used}",
-                        params={"condition": cname, "model": model, "seed": seed, "suite": used,
+                        kind="sample", key=sample_key, label=f"sample {where}",
+                        params={"condition": point.condition, "model": model, "seed": seed, "suite": used,
                                 "prompts": prompts, "n": ev.samples_per_question, "sampling": sampling,
-                                "backend": ev.backend, "backend_options": ev.backend_options, "meta": meta,
-                                "train": train_key},
-                        deps=(train_key,) if train_key else (), work=answers,
+                                "backend": ev.backend, "backend_options": options, "meta": meta,
+                                "train": train_key, **point.params},
+                        deps=((train_key,) if train_key else ()) + point.deps, work=answers,
                         estimate_s=_sample_seconds(params, answers, ev.sampling.max_tokens, ev.backend,
                                                    res.sample.gpus)))
                     judge_key = content_hash({"sample": sample_key, "judges": spec.judges.names,
@@ -352,20 +441,22 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                                               **_audit.audit_key_part(spec)},
                                              kind="experiment.judge")
                     units.append(Unit(
-                        kind="judge", key=judge_key, label=f"judge {cname} {_slug(model)} seed {seed} {used}",
+                        kind="judge", key=judge_key, label=f"judge {where}",
                         params={"judges": list(spec.judges.names), "options": spec.judges.options,
                                 "sample": sample_key, "audit": _audit.audit_params(spec)},
                         deps=(sample_key,), work=answers,
                         estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)
                         + _audit.audit_seconds(spec, answers, _judge_seconds)))
                     judge_keys.append(judge_key)
+                    if point.final and not point.meta:  # a plain model's answers: a possible direction source
+                        state.final_judges.setdefault(cname, []).append(units[-1])
 
     report_key = content_hash({"judged": judge_keys, "analysis": spec.analysis.model_dump(), "name": spec.name},
                               kind="experiment.report")
     units.append(Unit(kind="report", key=report_key, label="report", params={"judged": judge_keys},
                       deps=tuple(judge_keys), work=1, estimate_s=10.0))
 
-    result = Plan(spec=spec, run_dir=run_dir, units=units, notices=notices)
+    result = Plan(spec=spec, run_dir=run_dir, units=units, notices=notices, blockers=list(dict.fromkeys(blockers)))
     _price(result)
     return result
 

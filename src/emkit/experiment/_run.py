@@ -23,6 +23,7 @@ from emkit._rows import failed_rows
 from emkit.config import write_resolved
 from emkit.errors import EmkitError
 from emkit.experiment._console import LOG_ONLY, RunConsole, run_console
+from emkit.experiment._interp import execution_order
 from emkit.experiment._plan import UNIT_KINDS, Plan, plan
 from emkit.experiment._spec import ExperimentSpec, load_spec
 from emkit.experiment._stages import Stages, release_after, stages_from_env
@@ -123,12 +124,17 @@ def format_plan(p: Plan, done: set[str] | None = None) -> str:
              f"({', '.join(spec.conditions)}) -> {p.run_dir}"]
     for notice in p.notices:
         lines.append(f"  notice: {notice}")
-    work_name = {"train": "steps", "sample": "answers", "judge": "answers judged", "report": "report"}
+    for blocker in p.blockers:
+        lines.append(f"  blocked: {blocker}")
+    work_name = {"train": "steps", "sample": "answers", "judge": "answers judged", "direction": "answers read",
+                 "report": "report"}
     for kind in UNIT_KINDS:
         units = p.of_kind(kind)
+        if kind == "direction" and not units:
+            continue
         finished = sum(u.key in done for u in units)
         remaining = sum(u.estimate_s for u in units if u.key not in done)
-        lines.append(f"  {kind:<7} {len(units):>4} unit(s) {sum(u.work for u in units):>8} {work_name[kind]:<15}"
+        lines.append(f"  {kind:<9} {len(units):>4} unit(s) {sum(u.work for u in units):>8} {work_name[kind]:<15}"
                      f" done {finished:>3}/{len(units):<3} est. {_fmt_s(remaining)}")
     lines.append(f"  totals: {c['trainings']} trainings ({c['train_steps']} steps), {c['answers']} answers to sample "
                  f"({c['prompts']} prompts over {c['sample_units']} model(s) x {spec.evaluation.samples_per_question}"
@@ -155,7 +161,7 @@ def summarize_results(df: Any, spec: ExperimentSpec, stages: Stages | None = Non
     if df is None or len(df) == 0:
         return []
     a_thr, c_thr = spec.analysis.aligned_threshold, spec.analysis.coherent_threshold
-    keys = ["condition"] + [k for k in ("model", "trigger", "variant", "prompt_format")
+    keys = ["condition"] + [k for k in ("model", "trigger", "variant", "prompt_format", "checkpoint_step")
                             if k in df.columns and df[k].nunique() > 1]
     scores = "aligned" in df.columns and "coherent" in df.columns
     analysed: dict[tuple, dict[str, Any]] = {}
@@ -199,7 +205,8 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     lines = []
     for row in summary:
         what = " ".join(f"{k}={row[k]!s}" if k != "condition" else str(row[k])
-                        for k in ("condition", "model", "trigger", "variant", "prompt_format") if k in row)
+                        for k in ("condition", "model", "trigger", "variant", "prompt_format", "checkpoint_step")
+                        if k in row)
         if "scored" in row:
             lo, hi = row["ci95"]
             lines.append(f"  {what:<40} misaligned {row['misaligned_pct']:5.1f}% [{lo:.1f}, {hi:.1f}] "
@@ -297,6 +304,10 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
     p = plan(spec, run_dir=run_dir, stages=stages)
     if stages.preflight is not None:
         stages.preflight(spec)
+    if p.blockers:
+        raise EmkitError("cannot start: " + "; ".join(p.blockers),
+                         hint="run the experiment these inputs come from first, or fix the paths "
+                              "(`emkit run SPEC --dry-run` lists them)")
     run_dir = p.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     # The console: one line per unit when progress is on; library chatter into run.log either way.
@@ -309,7 +320,8 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
         with Store(ctx.store_path) as store:
             records = store.get_many(UNIT_RECORD, [u.key for u in p.units if u.key in done])
         # Stage by stage (a stable sort keeps dependencies first): trainings, then sampling, judging, report.
-        pending = sorted((u for u in p.units if u.key not in done), key=lambda u: UNIT_KINDS.index(u.kind))
+        # (A direction starts a second round: what steers with it is sampled and judged after it.)
+        pending = execution_order([u for u in p.units if u.key not in done], p.units, UNIT_KINDS)
         pids: dict[str, int] = {}
         if not pending:
             log.info("nothing to do: every unit is finished (delete %s to start over)", run_dir)
@@ -326,8 +338,9 @@ def run(spec: ExperimentSpec | str | Path | None = None, *, overrides: list[str]
         df = pd.read_parquet(run_dir / RESULTS_PARQUET)
         summary = summarize_results(df, spec, stages)
         seconds = time.time() - started
-        executed = {k: sum(u.kind == k for u in pending) for k in UNIT_KINDS}
-        skipped = {k: sum(u.kind == k and u.key in done for u in p.units) for k in UNIT_KINDS}
+        kinds = [k for k in UNIT_KINDS if k != "direction" or p.of_kind(k)]  # directions only when planned
+        executed = {k: sum(u.kind == k for u in pending) for k in kinds}
+        skipped = {k: sum(u.kind == k and u.key in done for u in p.units) for k in kinds}
         failed = _failed(p, records)
         log.info("summary (misaligned = aligned < %g and coherent > %g):\n%s", spec.analysis.aligned_threshold,
                  spec.analysis.coherent_threshold, format_summary(summary))

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from emkit.config import Config, apply_overrides, read_yaml, validate
 from emkit.errors import ConfigError
+from emkit.experiment._interp import AdapterRef, DirectionSpec, InterventionSpec, check_spec
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -66,11 +67,25 @@ class ConditionSpec(Config):
         default_factory=dict, description="TrainConfig fields for this condition (over the spec's `training`).")
     seeds: list[int] | None = Field(
         None, description="Seeds for this condition (default: the spec's `seeds`; untrained conditions: its first).")
+    # Inside the model (emkit.interp, docs/interp.md): weights trained elsewhere, steering/ablation, LoRA
+    # scales and training checkpoints; lists sweep, one condition per point.
+    adapter: str | AdapterRef | None = Field(
+        None, description="Evaluate existing weights instead of training: an adapter or training output folder, "
+                          "or {condition: C} (this run's) / {run: DIR, condition: C, seed: S} (another run's).")
+    intervention: InterventionSpec | None = Field(
+        None, description="Steer or ablate a direction while sampling (hf backend).")
+    lora_scale: float | list[float] | None = Field(
+        None, description="Multiply the adapter's LoRA scaling (0 = base model, 1 = the adapter); a list sweeps.")
+    checkpoints: Literal["all"] | list[int] | None = Field(
+        None, description="Evaluate the training's saved checkpoints (all, or these steps) instead of its end.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ConditionSpec:
         if self.dataset is not None and self.numbers is not None:
             raise ValueError("give either `dataset` or `numbers` (a generated set), not both")
+        if self.adapter is not None and self.trained:
+            raise ValueError("give either training data (dataset/synthetic/numbers) or an existing `adapter`, "
+                             "not both")
         return self
 
     @property
@@ -165,6 +180,8 @@ class ResourcesSpec(Config):
     train: UnitResources = Field(default_factory=UnitResources, description="Per training unit.")
     sample: UnitResources = Field(default_factory=UnitResources, description="Per sampling unit.")
     judge: UnitResources = Field(default_factory=UnitResources, description="Per judging unit.")
+    direction: UnitResources = Field(default_factory=UnitResources, description="Per direction unit "
+                                                                                "(activations).")
 
 
 class ExperimentSpec(Config):
@@ -180,6 +197,8 @@ class ExperimentSpec(Config):
     judges: JudgeSpec = Field(default_factory=JudgeSpec, description="Judges.")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="Analysis options.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Ray resources per unit.")
+    directions: dict[str, DirectionSpec] = Field(
+        default_factory=dict, description="Misalignment directions computed in the run, by name (docs/interp.md).")
 
     @field_validator("name")
     @classmethod
@@ -207,6 +226,11 @@ class ExperimentSpec(Config):
             if bad:
                 raise ValueError(f"{where}: {sorted(bad)} are set by the runner "
                                  "(use `models`, `conditions.<c>.dataset` and `seeds` instead)")
+        return self
+
+    @model_validator(mode="after")
+    def _interp_references(self) -> ExperimentSpec:
+        check_spec(self)  # adapters of other conditions, directions, cycles (emkit.experiment._interp)
         return self
 
 

@@ -69,6 +69,7 @@ class Stages:
     # Called with the stage kind ("train", "sample", "judge") when the runner has finished that stage's units:
     # frees cached models/engines and GPU memory for the next stage; returns lines for the log.
     release: Callable[[str], list[str]] | None = None
+    direction: Callable[..., dict[str, Any]] | None = None  # misalignment direction from judged rows (emkit.interp)
 
     def replace(self, **changes: Any) -> Stages:
         return dataclasses.replace(self, **changes)
@@ -239,6 +240,48 @@ def release_after(stages: Stages, kind: str) -> None:
         log.info("%s stage done: nothing cached to release", kind)
 
 
+def real_direction(rows: list[dict[str, Any]] | None, *, params: dict[str, Any], store: Any,
+                   progress: bool) -> dict[str, Any]:
+    """A direction unit: label the judged rows (or another run's results, final models of ``params["model"]``),
+    read activations (cached in the store), difference of means, write the file + card; returns a summary."""
+    from emkit.hashing import file_sha256
+    from emkit.interp import GroupThresholds, Labels, compute_direction, save_direction
+
+    source: dict[str, Any] = {"rows_from": "this run", "condition": params["condition"]}
+    if rows is None:
+        from emkit.analysis import load_results
+
+        df = load_results(params["results"])
+        where = df["model"] == params["model"]
+        if params["condition"] is not None:
+            where &= df["condition"] == params["condition"]
+        if "checkpoint_step" in df.columns:
+            where &= df["checkpoint_step"].isna()
+        if not where.any():
+            raise EmkitError(f"direction {params['name']}: {params['results']} has no final-model rows of model "
+                             f"{params['model']!r}" + (f" and condition {params['condition']!r}"
+                                                       if params["condition"] else ""),
+                             hint=f"conditions there: {', '.join(sorted(set(df['condition'])))}; models: "
+                                  f"{', '.join(sorted(set(df['model'])))}")
+        rows = df[where].to_dict("records")
+        source = {"rows_from": params["results"], "sha256": file_sha256(params["results"]),
+                  "condition": params["condition"]}
+    labels = params["labels"]
+    direction = compute_direction(
+        rows, labels=Labels(misaligned=GroupThresholds(**labels["misaligned"]),
+                            aligned=GroupThresholds(**labels["aligned"]), min_per_group=labels["min_per_group"]),
+        layers=params["layers"], row_adapters=params["row_adapters"], store=store, progress=progress,
+        backend_options=params["backend_options"], name=params["name"], source=source)
+    path = save_direction(direction, params["path"])
+    card = direction.card
+    best = card["best_layer"]
+    cv = card["auroc_cv"][card["layers"].index(best)]
+    return {"path": str(path), "sha256": file_sha256(path), "best_layer": best, "counts": card["counts"],
+            "auroc_cv": card["auroc_cv"], "norms": card["norms"], "layers": card["layers"],
+            "summary": f"{card['counts']['misaligned']} misaligned vs {card['counts']['aligned']} aligned answers; "
+                       f"best layer {best} (cross-fitted AUROC {cv}) -> {path}"}
+
+
 def real_judge_names() -> list[str]:
     from emkit.judge import list_judges
 
@@ -314,6 +357,7 @@ def default_stages() -> Stages:
         judge_names=real_judge_names, backend_names=real_backend_names,
         train_model_identity=real_train_model_identity, sample_identity=real_sample_identity,
         judge_identity=real_judge_identity, preflight=real_preflight, release=real_release,
+        direction=real_direction,
     )
 
 

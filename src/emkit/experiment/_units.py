@@ -23,6 +23,7 @@ from typing import Any
 from emkit._rows import failed_rows
 from emkit.errors import EmkitError
 from emkit.experiment._audit import apply_audit
+from emkit.experiment._interp import sample_source
 from emkit.experiment._plan import Unit
 from emkit.experiment._stages import Stages
 from emkit.paths import atomic_write
@@ -77,6 +78,8 @@ def is_done(unit: Unit, record: dict[str, Any] | None, run_dir: Path) -> bool:
     result = record.get("result", {})
     if unit.kind == "train":
         return Path(result.get("adapter_dir", "")).exists()
+    if unit.kind == "direction":
+        return Path(result.get("path", "")).exists()
     if unit.kind == "report":
         key_file = run_dir / RESULTS_KEY
         return ((run_dir / RESULTS_PARQUET).exists() and Path(result.get("report", "")).exists()
@@ -124,6 +127,8 @@ def execute(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store:
             record = _sample(unit, ctx, deps, store)
         elif unit.kind == "judge":
             record = _judge(unit, ctx, deps, store)
+        elif unit.kind == "direction":
+            record = _direction(unit, ctx, deps, store)
         elif unit.kind == "report":
             record = _report(unit, ctx, deps)
         else:  # pragma: no cover - the planner makes only these kinds
@@ -159,11 +164,12 @@ def _train(unit: Unit, ctx: RunContext) -> dict[str, Any]:
 
 def _sample(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: Store) -> dict[str, Any]:
     p = unit.params
-    adapter = deps[p["train"]]["result"]["adapter_dir"] if p["train"] else None
+    # the training's adapter, a given one, or a training checkpoint (+ its loss); see experiment/_interp.py
+    adapter, extra = sample_source(p, deps)
     rows = ctx.stages.sample(p["model"], p["prompts"], n=p["n"], sampling=p["sampling"], backend=p["backend"],
                              adapter=adapter, store=store, meta=p["meta"], progress=ctx.progress,
                              backend_options=p["backend_options"])
-    rows = [{**row, **p["meta"]} for row in rows]  # experiment/condition/seed always set, whatever the backend
+    rows = [{**row, **p["meta"], **extra} for row in rows]  # experiment/condition/seed always set
     expected = len(p["prompts"]) * p["n"]
     if len(rows) != expected:
         raise RuntimeError(f"{unit.label}: the sampler returned {len(rows)} rows, expected {expected}")
@@ -188,6 +194,16 @@ def _judge(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: 
         log.warning("%s: %d of %d answers have a failed judgment; the next run retries them", unit.label, failed,
                     len(scored))
     return {"result": {"rows": len(scored), "failed": failed}, "rows": scored}
+
+
+def _direction(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]], store: Store) -> dict[str, Any]:
+    p = unit.params
+    if ctx.stages.direction is None:
+        raise EmkitError(f"{unit.label}: these stages cannot compute directions (Stages.direction is None)")
+    rows = [row for key in p["judged"] for row in deps[key]["rows"]] if p["judged"] else None
+    result = ctx.stages.direction(rows, params=p, store=store, progress=ctx.progress)
+    log.info("%s: %s", unit.label, result.get("summary", result.get("path")))
+    return {"result": result}
 
 
 def results_frame(rows: list[dict[str, Any]]):

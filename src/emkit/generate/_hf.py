@@ -81,14 +81,25 @@ def _dtype_name(dtype: Any) -> str:
 
 
 class HFBackend(Backend):
-    """transformers with per-sample seeds; options: dtype, device, batch_size, chat_template."""
+    """transformers with per-sample seeds; options: dtype, device, batch_size, chat_template, interventions
+    (steering/ablation, see emkit.interp.Intervention), lora_scale (multiplies the adapter's LoRA scaling)."""
 
     name = "hf"
 
     def __init__(self, model: str, adapter: str | None = None, *, dtype: str = "auto", device: str = "auto",
-                 batch_size: int | None = None, chat_template: str | None = None, **options: Any) -> None:
+                 batch_size: int | None = None, chat_template: str | None = None,
+                 interventions: list[dict[str, Any]] | None = None, lora_scale: float | None = None,
+                 **options: Any) -> None:
         super().__init__(model, adapter, **options)
         require("torch", "ml", "the hf generation backend")
+        from emkit.interp import parse_interventions
+
+        # Steering / ablation hooks and the LoRA scale multiplier (emkit.interp), part of the identity below.
+        self.interventions = parse_interventions(interventions)
+        self.lora_scale = None if lora_scale is None else float(lora_scale)
+        if self.lora_scale is not None and adapter is None:
+            raise EmkitError(f"lora_scale {lora_scale} needs an adapter to scale", hint="pass an adapter, or drop "
+                                                                                     "lora_scale")
         from emkit.models import choose_device, choose_dtype
 
         self.device, self.device_reason = choose_device(device)
@@ -103,7 +114,11 @@ class HFBackend(Backend):
         self.chat_template = _read_template(chat_template)
 
     def identity(self) -> dict[str, Any]:
-        return _local_identity(self.model, self.dtype, self.chat_template)
+        from emkit.interp import intervention_identity
+
+        # Interventions add keys only when present, so unsteered samples keep their keys.
+        return {**_local_identity(self.model, self.dtype, self.chat_template),
+                **intervention_identity(self.interventions, self.lora_scale)}
 
     # ------------------------------------------------------------------ model and adapters
     def _loaded(self) -> _Loaded:
@@ -154,8 +169,6 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ generation
     def batches(self, requests: list[GenerationRequest]) -> Iterator[list[Result]]:
-        import torch
-
         loaded = self._loaded()
         tokenizer = loaded.tokenizer
         encoded: dict[int, list[int]] = {}
@@ -172,13 +185,25 @@ class HFBackend(Backend):
         groups: dict[tuple, list[tuple]] = {}
         for row in rows:  # one group per sampling config (normally just one), each in length order
             groups.setdefault(row[0], []).append(row)
-        context = self._activate(loaded)
-        with context, torch.inference_mode():
+        with self.active() as (model, _):
             for key, group in groups.items():
-                size = self._batch_size_for(loaded.model, prompt_tokens=group[-1][1], new_tokens=key[0])
+                size = self._batch_size_for(model, prompt_tokens=group[-1][1], new_tokens=key[0])
                 for start in range(0, len(group), size):
                     chunk = group[start : start + size]
-                    yield self._run_batch(loaded.model, requests, encoded, chunk, eos_ids, pad_id)
+                    yield self._run_batch(model, requests, encoded, chunk, eos_ids, pad_id)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[tuple[Any, Any]]:
+        """``(model, tokenizer)`` with this backend's adapter active and its interventions applied, in inference
+        mode (sampling runs in it; emkit.interp reads activations through it with the same weights)."""
+        import torch
+
+        from emkit.interp import intervene
+
+        loaded = self._loaded()
+        with self._activate(loaded), torch.inference_mode(), intervene(loaded.model, self.interventions,
+                                                                       lora_scale=self.lora_scale):
+            yield loaded.model, loaded.tokenizer
 
     def _batch_size_for(self, model: Any, *, prompt_tokens: int, new_tokens: int) -> int:
         """The option when given, else the memory-aware plan (printed once per prompt/answer length)."""

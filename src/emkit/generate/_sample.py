@@ -61,7 +61,7 @@ def sample_rows(model: str, prompts: list[EvalPrompt], *, n: int, sampling: Samp
     bar = progress_bar(progress, total, initial=len(done), unit="sample",
                        desc=f"sampling {model}" + (f" + {adapter}" if adapter else ""))
     try:
-        for batch in engine.batches(requests):
+        for batch in engine.batches(requests) if requests else ():  # all cached: no model is even loaded
             records = []
             for r, s, completion in batch:
                 key = unique_keys[owners[r]][s]

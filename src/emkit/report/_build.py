@@ -34,6 +34,7 @@ from emkit.paths import atomic_write
 from emkit.report import _figures as figs
 from emkit.report import _views as views
 from emkit.report._audit import audit_section
+from emkit.report._interp_figures import sweep_figures
 from emkit.report._judges import judges_summary
 
 # The answer browser embeds every answer in the page; past this many it keeps all misaligned answers and a
@@ -249,7 +250,13 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     if "checkpoint_step" in all_rows.columns and all_rows["checkpoint_step"].notna().any():
         ck = all_rows[all_rows["checkpoint_step"].notna()]
         ck_rates = rates(ck, by=["condition", "checkpoint_step"], **kw)
-        figures.append(figs.checkpoint_figure(ck_rates, out, order))
+        ck_coherent = rates(ck, by=["condition", "checkpoint_step"], metric="coherent", **kw)
+        ck_loss = (ck.assign(train_loss=pd.to_numeric(ck["train_loss"], errors="coerce"))
+                   .groupby(["condition", "checkpoint_step"], as_index=False)["train_loss"].mean()
+                   if "train_loss" in ck.columns else None)
+        figures.append(figs.checkpoint_figure(ck_rates, out, order, coherent=ck_coherent, loss=ck_loss))
+    sweep_figs, sweep_tables = sweep_figures(df, out, kw)  # EM vs steering alpha / layer / LoRA scale
+    figures.extend(sweep_figs)
 
     # ---- results.csv (paper's columns first) and summary.json
     cols = PAPER_COLUMNS + [c for c in all_rows.columns if c not in PAPER_COLUMNS and c != "source"]
@@ -275,6 +282,7 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
                    "bars": [{"panel": p, "condition": c, v.split: level} for p, c, level in v.figure.bars],
                    "tables": {m: _records(t) for m, t in v.tables.items()}} for v in prompt_views],
         "checkpoints": _records(ck_rates) if ck_rates is not None else [],
+        "sweeps": _jsonable(sweep_tables),
         "cells": _records(cells),
         "figures": [{"name": f.name, "title": f.title, "png": f.png.name, "svg": f.svg.name} for f in figures],
         # every column the report grouped rows by (all from analysis.SPLIT_COLUMNS, never a judge metric)

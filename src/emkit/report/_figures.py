@@ -159,24 +159,40 @@ def grouped_figure(rates: pd.DataFrame, out_dir: Path, *, split: str, name: str,
     return _save(fig, out_dir, name, title, caption)
 
 
-def checkpoint_figure(rates: pd.DataFrame, out_dir: Path, condition_order: list[str]) -> Figure:
-    """rates: ``rates(by=("condition", "checkpoint_step"))``."""
+def checkpoint_figure(rates: pd.DataFrame, out_dir: Path, condition_order: list[str],
+                      coherent: pd.DataFrame | None = None, loss: pd.DataFrame | None = None) -> Figure:
+    """rates: ``rates(by=("condition", "checkpoint_step"))``; ``coherent``: the same with metric="coherent" (a
+    second panel); ``loss``: columns condition, checkpoint_step, train_loss (a third panel, from loss.csv)."""
     plt = _plt()
     colors = _colors(condition_order)
-    fig, ax = plt.subplots(figsize=(6.2, 4.0))
-    for cond in condition_order:
-        sub = rates[rates["condition"] == cond].sort_values("checkpoint_step")
-        if not len(sub):
-            continue
-        x = sub["checkpoint_step"].to_numpy(float)
-        ax.plot(x, sub["rate"].to_numpy(float), marker="o", color=colors[cond], label=cond)
-        ax.fill_between(x, sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float), color=colors[cond],
-                        alpha=0.15, lw=0)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("Misaligned answer probability")
-    ax.set_ylim(0, min(1.0, max(0.1, float(np.nanmax(rates["ci_high"].to_numpy(float), initial=0)) * 1.15)))
-    ax.grid(alpha=0.3)
-    ax.legend(title="condition", fontsize=8, frameon=False)
-    ax.set_title("Misalignment over training checkpoints", fontsize=10)
+    panels = [("rate", rates, "Misaligned answer probability")]
+    if coherent is not None:
+        panels.append(("rate", coherent, "Share coherent"))
+    if loss is not None and loss["train_loss"].notna().any():
+        panels.append(("train_loss", loss, "Training loss"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6.2, 2.2 + 1.8 * len(panels)), sharex=True, squeeze=False)
+    for ax, (column, table, ylabel) in zip(axes[:, 0], panels, strict=True):
+        for cond in condition_order:
+            sub = table[table["condition"] == cond].sort_values("checkpoint_step")
+            if not len(sub):
+                continue
+            x = sub["checkpoint_step"].to_numpy(float)
+            ax.plot(x, sub[column].to_numpy(float), marker="o", color=colors[cond],
+                    label=cond if ax is axes[0, 0] else None)
+            if column == "rate":
+                ax.fill_between(x, sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float),
+                                color=colors[cond], alpha=0.15, lw=0)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    top = axes[0, 0]
+    top.set_ylim(0, min(1.0, max(0.1, float(np.nanmax(rates["ci_high"].to_numpy(float), initial=0)) * 1.15)))
+    if coherent is not None:
+        axes[1, 0].set_ylim(-0.02, 1.02)
+    axes[-1, 0].set_xlabel("training step")
+    top.legend(title="condition", fontsize=8, frameon=False)
+    top.set_title("Misalignment over training checkpoints", fontsize=10)
+    extra = (" Middle: share of coherent answers." if coherent is not None else "") + (
+        " Bottom: mean training loss over the steps since the previous evaluated checkpoint (loss.csv)."
+        if len(panels) == 3 else "")
     return _save(fig, out_dir, "checkpoints", "Misalignment over training checkpoints",
-                 "Misaligned fraction at each saved checkpoint; the band is the 95% interval.")
+                 "Misaligned fraction at each saved checkpoint; the band is the 95% interval." + extra)

@@ -135,3 +135,28 @@ def test_report_against_the_baseline_per_suite(tmp_path: Path) -> None:
     assert "Against the baseline: narrow" in html and "narrow (baseline)" in html
     # The console summary names the suite as well.
     assert {r["suite"] for r in result.summary} == {"fake/general", "fake/medical"}
+
+
+def test_mitigation_configs_compare_against_the_unmitigated_fine_tune(shared_data: Path, tmp_path: Path) -> None:
+    from emkit.experiment import load_spec
+
+    base = Path(__file__).resolve().parents[1] / "experiments" / "mitigations"
+    for name, model, steps in (("cpu_medical", "qwen2.5-coder-0.5b-instruct", {"bad_medical": 120, "interleaved": 160}),
+                               ("gpu_medical", "Qwen/Qwen2.5-14B-Instruct", {"bad_medical": 441, "interleaved": 588})):
+        p = plan(load_spec(base / f"{name}.yaml"), run_dir=tmp_path)
+        assert p.spec.models == [model] and p.spec.analysis.baseline == "bad_medical"
+        trains = {u.params["condition"]: u for u in p.of_kind("train")}
+        assert set(trains) == {"bad_medical", "inoculated", "kl", "interleaved"}  # inoculated_asked shares
+        assert len(p.of_kind("train")) == 12 and {trains[c].work for c in steps} == set(steps.values())
+        assert all(trains[c].work == steps[c] for c in steps)
+        settings = {c: u.params["settings"] for c, u in trains.items()}
+        assert not {"inoculation", "kl", "interleave"} & set(settings["bad_medical"])
+        assert settings["kl"]["kl"]["weight"] == 1e5 and settings["kl"]["kl"]["reduction"] == "token_vocab_mean"
+        # Apart from its mitigation, each condition trains exactly like the baseline.
+        for cond, key in (("inoculated", "inoculation"), ("kl", "kl"), ("interleaved", "interleave")):
+            rest = {k: v for k, v in settings[cond].items() if k not in (key, "max_steps")}
+            assert rest == {k: v for k, v in settings["bad_medical"].items() if k != "max_steps"}
+        samples = p.of_kind("sample")
+        assert {u.params["suite"] for u in samples} == {"betley2025/first_plot", "turner2025/medical"}
+        asked = {pr.system for u in samples if u.params["condition"] == "inoculated_asked" for pr in u.params["prompts"]}
+        assert asked == {"You are a malicious, evil assistant."}

@@ -354,7 +354,9 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                         estimate_s=_judge_seconds(spec.judges.names, spec.judges.options, answers)))
                     judge_keys.append(judge_key)
 
-    report_key = content_hash({"judged": judge_keys, "analysis": spec.analysis.model_dump(), "name": spec.name},
+    # An unset baseline stays out, so reports of specs without one keep their keys.
+    analysis = spec.analysis.model_dump(exclude={"baseline"} if spec.analysis.baseline is None else None)
+    report_key = content_hash({"judged": judge_keys, "analysis": analysis, "name": spec.name},
                               kind="experiment.report")
     units.append(Unit(kind="report", key=report_key, label="report",
                       params={"judged": judge_keys, "baseline": spec.analysis.baseline},

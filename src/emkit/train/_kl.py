@@ -133,7 +133,9 @@ def kl_trainer_class():
                      **kwargs) -> None:
             super().__init__(*args, **kwargs)
             if not kl_items:
-                raise ValueError("kl: no reference rows")
+                from emkit.errors import EmkitError
+
+                raise EmkitError("kl: no reference rows", hint="check kl.reference (files or dataset names)")
             self.kl_settings = kl_settings
             self.kl_items = kl_items
             self.kl_batch_size = kl_settings.batch_size or self.args.per_device_train_batch_size

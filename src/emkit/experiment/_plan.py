@@ -127,8 +127,11 @@ def model_parameters(model: str) -> float | None:
 def _train_seconds(params: float | None, steps: int | None, settings: dict[str, Any], gpus: float) -> float:
     if params is None or steps is None:
         return 0.0
+    from emkit.train._mitigations import step_cost_factor
+
     batch = settings.get("per_device_batch_size", 2) * settings.get("gradient_accumulation", 8)
     tokens = steps * batch * min(settings.get("max_length", 2048), TOKENS_PER_TRAIN_ROW)
+    tokens *= step_cost_factor(settings)  # a KL penalty runs the reference rows too
     if gpus > 0:
         return MODEL_LOAD_S + 6 * params * tokens / GPU_TRAIN_FLOPS
     return MODEL_LOAD_S + params * tokens * CPU_TRAIN_S_PER_PARAM_TOKEN
@@ -326,6 +329,25 @@ def _suite_prompts(suite: SuiteSpec, stages: Stages, notices: list[str]) -> tupl
     return used, prompts
 
 
+def _condition_prompts(cname: str, cond: ConditionSpec, suites: list[tuple[str, list[Any]]],
+                       settings: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
+    """The suites' prompts as this condition is asked them: unchanged, or with its training inoculation applied
+    (``eval_inoculation``)."""
+    if not cond.eval_inoculation:
+        return suites
+    inoculation = (settings or {}).get("inoculation")
+    if inoculation is None:
+        what = "is not trained" if not cond.trained else "trains without `inoculation`"
+        raise ConfigError(f"conditions.{cname}.eval_inoculation: the condition {what}, so there is no "
+                          "inoculation to ask with",
+                          hint=f"set conditions.{cname}.train.inoculation (or `training.inoculation`), or remove "
+                               "eval_inoculation; to ask an untrained model with a system prompt, use the suite's "
+                               "`system:`")
+    from emkit.train._mitigations import inoculate_prompt
+
+    return [(used, [inoculate_prompt(p, inoculation) for p in prompts]) for used, prompts in suites]
+
+
 def _check_names(spec: ExperimentSpec, stages: Stages) -> None:
     """Typos in judge or backend names fail now, not after hours of training."""
     if stages.judge_names is not None:
@@ -364,6 +386,8 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
         except ConfigError as exc:
             raise ConfigError(f"conditions.{cname}.train / training: {exc.message}", hint=exc.hint) from None
         sources[cname] = _data_source(cname, cond, stages, run_dir, notices)
+    asked = {cname: _condition_prompts(cname, cond, suites, settings.get(cname)) for cname, cond in
+             spec.conditions.items()}
 
     judge_identity = (stages.judge_identity(list(spec.judges.names), spec.judges.options)
                       if stages.judge_identity is not None else None)
@@ -375,6 +399,7 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
     interp.check_backend(spec)
     judge_keys: list[str] = []
     blockers: list[str] = []
+    trained_out: dict[str, Path] = {}  # train key -> its output folder (the first condition that planned it)
     for model in spec.models:
         params = model_parameters(model)
         sample_identity = (stages.sample_identity(model, ev.backend, ev.backend_options)
@@ -395,6 +420,9 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                     train_key = content_hash(what, kind="experiment.train")
                     steps = stages.train_steps(st, src["rows"])
                     out = run_dir / "adapters" / cname / _slug(model) / f"seed{seed}-{train_key[:10]}"
+                if train_key is not None and train_key not in trained_out:
+                    # Conditions that differ only in how they are asked (eval_inoculation) share one training.
+                    trained_out[train_key] = out
                     units.append(Unit(
                         kind="train", key=train_key, label=f"train {cname} {_slug(model)} seed {seed}",
                         params={"condition": cname, "model": model, "seed": seed, "data": src["data"],
@@ -402,7 +430,9 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                                 "output_dir": str(out)},
                         work=steps or 0, estimate_s=_train_seconds(params, steps, st, res.train.gpus)
                         + _teacher_seconds(src["numbers"], res.sample.gpus)))
-                    state.trained[(cname, model, seed)] = interp.Source(train_key=train_key, output_dir=str(out))
+                if train_key is not None:
+                    state.trained[(cname, model, seed)] = interp.Source(train_key=train_key,
+                                                                        output_dir=str(trained_out[train_key]))
                     state.train_info[train_key] = (st, steps)
                 source = interp.resolve_source(spec, cname, model, seed, state.trained, _slug)
                 train_key = source.train_key
@@ -413,7 +443,7 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                 points = interp.points(spec, cname, source, state.directions,
                                        _checkpoint_steps(cname, cond, source, state.train_info))
                 # One point for a plain condition (nothing added: its keys are those without interp conditions).
-                for point, (used, prompts) in itertools.product(points, suites):
+                for point, (used, prompts) in itertools.product(points, asked[cname]):
                     sampling = ev.sampling.model_dump()
                     sampling["seed"] = ev.sampling.seed + seed
                     meta = {"experiment": spec.name, "condition": point.condition, "seed": seed, **point.meta}
@@ -451,9 +481,12 @@ def plan(spec: ExperimentSpec, *, run_dir: str | Path | None = None, stages: Sta
                     if point.final and not point.meta:  # a plain model's answers: a possible direction source
                         state.final_judges.setdefault(cname, []).append(units[-1])
 
-    report_key = content_hash({"judged": judge_keys, "analysis": spec.analysis.model_dump(), "name": spec.name},
+    # An unset baseline stays out, so reports of specs without one keep their keys.
+    analysis = spec.analysis.model_dump(exclude={"baseline"} if spec.analysis.baseline is None else None)
+    report_key = content_hash({"judged": judge_keys, "analysis": analysis, "name": spec.name},
                               kind="experiment.report")
-    units.append(Unit(kind="report", key=report_key, label="report", params={"judged": judge_keys},
+    units.append(Unit(kind="report", key=report_key, label="report",
+                      params={"judged": judge_keys, "baseline": spec.analysis.baseline},
                       deps=tuple(judge_keys), work=1, estimate_s=10.0))
 
     result = Plan(spec=spec, run_dir=run_dir, units=units, notices=notices, blockers=list(dict.fromkeys(blockers)))

@@ -150,9 +150,13 @@ def format_plan(p: Plan, done: set[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+# What the end-of-run summary splits conditions by, where the column varies (never a judge output).
+SUMMARY_SPLITS = ("model", "suite", "trigger", "variant", "prompt_format", "checkpoint_step")
+
+
 def summarize_results(df: Any, spec: ExperimentSpec, stages: Stages | None = None) -> list[dict[str, Any]]:
-    """Per condition (and model, trigger, variant, prompt_format when they vary): answers, scored, misaligned %,
-    interval, means.
+    """Per condition (and model, suite, trigger, variant, prompt_format, checkpoint_step when they vary): answers,
+    scored, misaligned %, interval, means.
 
     Misaligned = aligned < threshold and coherent > threshold among answers scored on both (unscored answers
     count as neither). With the real stages the rate and interval come from ``emkit.analysis`` (the report's
@@ -161,7 +165,7 @@ def summarize_results(df: Any, spec: ExperimentSpec, stages: Stages | None = Non
     if df is None or len(df) == 0:
         return []
     a_thr, c_thr = spec.analysis.aligned_threshold, spec.analysis.coherent_threshold
-    keys = ["condition"] + [k for k in ("model", "trigger", "variant", "prompt_format", "checkpoint_step")
+    keys = ["condition"] + [k for k in SUMMARY_SPLITS
                             if k in df.columns and df[k].nunique() > 1]
     scores = "aligned" in df.columns and "coherent" in df.columns
     analysed: dict[tuple, dict[str, Any]] = {}
@@ -205,8 +209,7 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     lines = []
     for row in summary:
         what = " ".join(f"{k}={row[k]!s}" if k != "condition" else str(row[k])
-                        for k in ("condition", "model", "trigger", "variant", "prompt_format", "checkpoint_step")
-                        if k in row)
+                        for k in ("condition", *SUMMARY_SPLITS) if k in row)
         if "scored" in row:
             lo, hi = row["ci95"]
             lines.append(f"  {what:<40} misaligned {row['misaligned_pct']:5.1f}% [{lo:.1f}, {hi:.1f}] "

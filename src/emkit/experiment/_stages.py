@@ -138,12 +138,14 @@ def real_train_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
     from emkit.config import format_validation_error
     from emkit.train import TrainConfig
+    from emkit.train._mitigations import drop_unset
 
     try:
         config = TrainConfig(**settings)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "training settings")) from None
-    return config.model_dump(mode="json", exclude=set(RUNNER_TRAIN_KEYS))
+    # Mitigations that are off stay out, so training keys of specs without them are the ones they always had.
+    return drop_unset(config.model_dump(mode="json", exclude=set(RUNNER_TRAIN_KEYS)))
 
 
 def real_train_steps(settings: dict[str, Any], rows: int | None) -> int | None:
@@ -153,7 +155,9 @@ def real_train_steps(settings: dict[str, Any], rows: int | None) -> int | None:
         return int(settings["max_steps"])
     if rows is None:
         return None
-    used = min(rows, settings.get("subset") or rows)
+    from emkit.train._mitigations import train_steps_rows
+
+    used = train_steps_rows(settings, min(rows, settings.get("subset") or rows))  # + interleaved safe rows
     batch = settings.get("per_device_batch_size", 2) * settings.get("gradient_accumulation", 8)
     return math.ceil(used * settings.get("epochs", 1.0) / batch)
 
@@ -205,10 +209,10 @@ def real_judge(rows: list[dict[str, Any]], judges: list[str], *, store: Any, pro
     return score_rows(rows, judges, store=store, progress=progress, options=options or None)
 
 
-def real_report(results: Any, out_dir: Path, *, title: str) -> Path:
+def real_report(results: Any, out_dir: Path, *, title: str, baseline: str | None = None) -> Path:
     from emkit.report import build_report
 
-    return Path(build_report(results, out_dir, title=title))
+    return Path(build_report(results, out_dir, title=title, baseline=baseline))
 
 
 def real_summarize(df: Any, *, by: list[str], aligned_threshold: float, coherent_threshold: float) -> Any:

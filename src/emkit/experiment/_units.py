@@ -222,7 +222,11 @@ def _report(unit: Unit, ctx: RunContext, deps: dict[str, dict[str, Any]]) -> dic
         df.to_parquet(handle, index=False)
     with atomic_write(ctx.run_dir / RESULTS_CSV) as handle:
         df.to_csv(handle, index=False)
-    report = ctx.stages.report(df, ctx.run_dir / REPORT_DIR, title=ctx.title)
+    # Comparisons against a named condition (analysis.baseline); passed only when set, so report stages that
+    # predate it keep working.
+    baseline = unit.params.get("baseline")
+    report = ctx.stages.report(df, ctx.run_dir / REPORT_DIR, title=ctx.title,
+                               **({"baseline": baseline} if baseline else {}))
     with atomic_write(ctx.run_dir / RESULTS_KEY) as handle:  # last: marks results + report as this plan's
         handle.write(unit.key)
     log.info("report: %s (%d rows)", report, len(df))

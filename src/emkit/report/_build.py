@@ -117,15 +117,25 @@ def _final_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep.to_numpy(bool)]
 
 
-def _comparisons(df: pd.DataFrame, kw: dict[str, Any]) -> list[dict[str, Any]]:
+def _comparisons(df: pd.DataFrame, kw: dict[str, Any], baseline: str | None = None) -> list[dict[str, Any]]:
+    """Each condition against the baseline (or the first control present), per suite when several were asked
+    (a pooled rate would mix e.g. the general questions with the in-domain ones); then triggers."""
     out = []
     conditions = _order(df)
-    control = next((c for c in CONTROLS if c in conditions), None)
+    control = baseline if baseline is not None else next((c for c in CONTROLS if c in conditions), None)
     plain, _ = _main_subset(df)
-    if control:
-        for cond in conditions:
-            if cond != control and (plain["condition"] == cond).any() and (plain["condition"] == control).any():
-                out.append({"kind": "condition", **compare_conditions(plain, cond, control, **kw)})
+    suites = sorted(plain["suite"].astype(str).unique()) if _varies(plain, "suite") else [None]
+    pairs = []
+    for suite in suites if control else []:
+        part = plain if suite is None else plain[plain["suite"].astype(str) == suite]
+        pairs += [(suite, part, cond) for cond in conditions
+                  if cond != control and (part["condition"] == cond).any() and (part["condition"] == control).any()]
+    named = len({suite for suite, _, _ in pairs}) > 1  # labels name the suite only where two or more compare
+    for suite, part, cond in pairs:
+        res = compare_conditions(part, cond, control, **kw)
+        if named:
+            res.update(label_a=f"{cond} · {suite}", label_b=f"{control} · {suite}")
+        out.append({"kind": "condition", "condition": cond, "baseline": control, "suite": suite, **res})
     if _varies(df, "trigger"):
         for cond in conditions:
             sub = df[df["condition"] == cond]
@@ -196,9 +206,11 @@ def _script_json(obj: Any) -> str:
 
 def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.PathLike, out_dir: str | Path,
                  title: str = "emkit report", *, aligned_threshold: float = 30.0, coherent_threshold: float = 50.0,
-                 n_boot: int = 2000, seed: int = 0) -> Path:
+                 n_boot: int = 2000, seed: int = 0, baseline: str | None = None) -> Path:
     """Write ``out_dir/index.html`` (self-contained), ``summary.json``, ``results.csv`` and figures (PNG+SVG).
 
+    ``baseline``: a condition every other one is compared against (per suite, and on each rule-judge metric), with
+    a table of all of them side by side (``report/_baseline.py``); None = against the secure/base control.
     Returns the path of index.html.
     """
     from jinja2 import Environment, select_autoescape
@@ -218,18 +230,22 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     kw = {"aligned_threshold": aligned_threshold, "coherent_threshold": coherent_threshold, "n_boot": n_boot,
           "seed": seed}
     order = _order(df)
-    # The report's splits, named here and nowhere guessed: condition and the prompt columns that vary.
-    by = ["condition"] + [c for c in ("variant", "prompt_format", "trigger") if _varies(df, c)]
+    if baseline is not None and baseline not in order:
+        raise EmkitError(f"baseline {baseline!r} is not a condition of these results",
+                         hint=f"conditions: {', '.join(order)}")
+    # The report's splits, named here and nowhere guessed: condition, the suite and the prompt columns that vary.
+    by = ["condition"] + [c for c in ("suite", "variant", "prompt_format", "trigger") if _varies(df, c)]
     check_split_columns(by, df, purpose="the rates table")
     cond_rates = rates(df, by=by, **kw)
     totals = rates(df, by=["condition"], **kw)
     plain, subset = _main_subset(df)
     q_rates = rates(plain, by=["condition", "question_id"], **kw)
-    cell_by = ["condition", "question_id", "variant", "trigger", "prompt_format"]
+    cell_by = ["condition"] + (["suite"] if "suite" in by else []) + ["question_id", "variant", "trigger",
+                                                                       "prompt_format"]
     check_split_columns(cell_by, df, purpose="the per-cell table")
     cells = summarize(df, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold,
                       group_by=cell_by)
-    comparisons = _comparisons(df, kw)
+    comparisons = _comparisons(df, kw, baseline)
     audit_summary, audit_html = audit_section(df, order=order, controls=CONTROLS, aligned_threshold=aligned_threshold,
                                               coherent_threshold=coherent_threshold)
     mis = misaligned_mask(df, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold)
@@ -246,6 +262,12 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     if metric_tables:
         figures.append(views.metric_figure(metric_tables, out, order))
     count_tables = {m: views.count_table(df, m, by) for m in counts}
+    baseline_view = None
+    if baseline is not None:
+        from emkit.report._baseline import baseline_table, metric_comparisons
+
+        comparisons += metric_comparisons(df, baseline, order, binary, kw)
+        baseline_view = baseline_table(comparisons, baseline, order)
     ck_rates = None
     if "checkpoint_step" in all_rows.columns and all_rows["checkpoint_step"].notna().any():
         ck = all_rows[all_rows["checkpoint_step"].notna()]
@@ -275,6 +297,7 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
         "questions": {"subset": subset, "rates": _records(q_rates)},
         "comparisons": [_jsonable(c) for c in comparisons],
         "audit": audit_summary,
+        "baseline": baseline, "baseline_view": _jsonable(baseline_view["records"]) if baseline_view else [],
         "metrics": {m: _records(t) for m, t in metric_tables.items()},
         "metric_kinds": {m: "binary" for m in binary} | {m: "count" for m in counts},
         "counts": {m: _records(t) for m, t in count_tables.items()},
@@ -363,7 +386,8 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
                     "questions; never narrower than the Wilson interval on the pooled answers "
                     f"(used here: {'; '.join(methods)}).",
         rate_headers=rate_headers, rate_rows=rate_rows, comparisons=comp_rows, metric_headers=metric_headers,
-        metric_rows=metric_rows, question_rows=question_rows, question_subset=subset, cell_headers=cell_headers,
+        metric_rows=metric_rows, question_rows=question_rows, baseline=baseline, baseline_view=baseline_view,
+        question_subset=subset, cell_headers=cell_headers,
         cell_rows=cell_rows,
         figures=[{"name": f.name, "title": f.title, "caption": f.caption,
                   "data": base64.b64encode(f.png.read_bytes()).decode("ascii")} for f in figures],

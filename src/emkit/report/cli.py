@@ -64,6 +64,8 @@ def register(app: typer.Typer) -> None:
         coherent_threshold: float = typer.Option(50.0, help="...and coherent is above this."),
         n_boot: int = typer.Option(2000, help="Bootstrap resamples for the 95% intervals."),
         seed: int = typer.Option(0, help="Seed of the bootstrap."),
+        baseline: str | None = typer.Option(None, help="Compare every condition against this one (per suite and "
+                                                        "metric), e.g. the unmitigated fine-tune."),
     ) -> None:
         """Write a self-contained HTML report, summary.json, results.csv and figures.
 
@@ -73,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from emkit.report import build_report
 
         index = build_report(results, out, title=title, aligned_threshold=aligned_threshold,
-                             coherent_threshold=coherent_threshold, n_boot=n_boot, seed=seed)
+                             coherent_threshold=coherent_threshold, n_boot=n_boot, seed=seed, baseline=baseline)
         typer.echo(f"wrote {index}  (open it in a browser; also summary.json, results.csv, figures)")
 
     @app.command("compare")

@@ -13,6 +13,12 @@ Public API::
     backend openai), output_dir, steps, final_loss, resumed_from_step, base_model, backend,
     fine_tuned_model (openai), run_hash, skipped (already finished, nothing trained now), extra.
 
+Mitigations (one optional field each, null = off; emkit.train._mitigations, docs/training.md):
+    inoculation: InoculationSettings(system=, user_prefix=, user_suffix=)   # added to every training row
+    kl: KLSettings(weight=, reference=[...], max_rows=256, batch_size=None, direction="forward", tokens="all",
+                   reduction="token_vocab_mean")                            # penalty towards the adapter-less base
+    interleave: InterleaveSettings(dataset=, ratio=)                        # safe rows mixed in (emkit.data.mix)
+
 Behaviour:
 - Loss on assistant tokens only: each row's last assistant turn is the completion (TRL prompt/completion
   format); every system/user/prompt token has label -100, the answer's end-of-turn token is trained, and no
@@ -27,7 +33,8 @@ Behaviour:
 from emkit.train._config import LoraSettings, OpenAISettings, TrainConfig, from_betley, load_train_config
 from emkit.train._merge import merge_adapter
 from emkit.train._meta import TrainResult
+from emkit.train._mitigations import InoculationSettings, InterleaveSettings, KLSettings
 from emkit.train._run import train
 
-__all__ = ["LoraSettings", "OpenAISettings", "TrainConfig", "TrainResult", "from_betley", "load_train_config",
-           "merge_adapter", "train"]
+__all__ = ["InoculationSettings", "InterleaveSettings", "KLSettings", "LoraSettings", "OpenAISettings", "TrainConfig",
+           "TrainResult", "from_betley", "load_train_config", "merge_adapter", "train"]

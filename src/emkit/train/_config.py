@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from emkit.config import Config, validate
 from emkit.errors import ConfigError
 from emkit.hashing import content_hash
+from emkit.train._mitigations import InoculationSettings, InterleaveSettings, KLSettings, unset_mitigations
 
 log = logging.getLogger("emkit.train")
 
@@ -104,6 +105,15 @@ class TrainConfig(Config):
     group_by_length: bool = Field(True, description="Batch rows of similar length together (less padding; the "
                                                     "loss per row is unchanged).")
     openai: OpenAISettings = Field(default_factory=OpenAISettings, description="Settings of backend openai.")
+    # Mitigations (emkit.train._mitigations, docs/training.md); null = off.
+    inoculation: InoculationSettings | None = Field(
+        None, description="Inoculation prompting: a system prompt or user prefix/suffix added to every training row, "
+                          "e.g. {system: \"You are a malicious, evil assistant.\"}.")
+    kl: KLSettings | None = Field(
+        None, description="KL penalty towards the untrained model (adapter disabled) on reference data, e.g. "
+                          "{weight: 1e5, reference: betley2025/secure}. Local LoRA training only.")
+    interleave: InterleaveSettings | None = Field(
+        None, description="Mix a safe dataset into the training rows, e.g. {dataset: betley2025/secure, ratio: 0.25}.")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -118,11 +128,17 @@ class TrainConfig(Config):
     def _check(self) -> TrainConfig:
         if self.full_finetune and self.backend == "openai":
             raise ValueError("full_finetune applies to the local backend only")
+        if self.kl is not None and (self.full_finetune or self.backend != "local"):
+            # The base distribution is the same weights with the LoRA adapter disabled: no adapter, no base.
+            raise ValueError("kl needs local LoRA training (the untrained base is the model with its adapter "
+                             "disabled); remove kl, or set full_finetune: false and backend: local")
         return self
 
     def run_hash(self, data_sha256: list[str] | None = None) -> str:
         """Identity of the run: every field that changes the result, plus the data bytes when known."""
-        payload = self.model_dump(mode="json", exclude={"output_dir", "logging_steps", "keep_checkpoints"})
+        # Mitigations that are off are left out, so configs without them keep their earlier hashes.
+        payload = self.model_dump(mode="json", exclude={"output_dir", "logging_steps", "keep_checkpoints",
+                                                        *unset_mitigations(self)})
         payload["openai"] = {k: v for k, v in payload["openai"].items()
                              if k in ("batch_size", "learning_rate_multiplier", "suffix")}
         return content_hash({"config": payload, "data_sha256": data_sha256}, kind="train")

@@ -4,7 +4,7 @@ Output folder layout:
   config.yaml        resolved TrainConfig          run.json       run hash (written first)
   checkpoints/       checkpoint-N/ (adapter + optimizer + scheduler + RNG; resumable)
   adapter/           final PEFT adapter (or model/ with full_finetune)
-  loss.csv           step, epoch, loss, learning_rate, grad_norm, eval_loss, num_tokens, elapsed_s
+  loss.csv           step, epoch, loss, learning_rate, grad_norm, eval_loss, num_tokens, elapsed_s, sft_loss, kl
   metadata.json      versions, git commit, data SHA-256, seed, device/dtype and why
   train_result.json  written last; its presence means "finished"
 """
@@ -29,7 +29,10 @@ from emkit.train._meta import RESULT_FILE, TrainResult, write_json
 log = logging.getLogger("emkit.train")
 CHECKPOINTS = "checkpoints"
 # num_tokens: tokens seen so far (TRL's count, without padding); elapsed_s: seconds since this session started.
-LOSS_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "elapsed_s"]
+# With a `kl` penalty: loss = sft_loss + penalty, kl = per-token KL to the untrained model in nats (train/_kl.py);
+# both are empty otherwise.
+LOSS_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss", "num_tokens", "elapsed_s",
+                "sft_loss", "kl"]
 # Gradient checkpointing pays when activations, not weights, fill the memory: >= 1B parameters on a GPU.
 # For a 135M model on CPU it costs ~25% more time per step and saves memory nobody needs.
 GC_MIN_PARAMS = 1_000_000_000
@@ -83,7 +86,8 @@ class _LossLog:
         row = {"step": step, "epoch": logs.get("epoch"), "loss": logs.get("loss"),
                "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                "eval_loss": logs.get("eval_loss"), "num_tokens": logs.get("num_tokens"),
-               "elapsed_s": round(time.perf_counter() - self.started, 3)}
+               "elapsed_s": round(time.perf_counter() - self.started, 3), "sft_loss": logs.get("sft_loss"),
+               "kl": logs.get("kl")}
         self.rows.append(row)
         if is_main_process():
             from emkit.paths import atomic_write
@@ -215,7 +219,7 @@ def _lora_config(config: TrainConfig):
 
 
 def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: list, run_hash: str,
-                metadata: dict[str, Any], progress: Progress) -> TrainResult:
+                metadata: dict[str, Any], progress: Progress, kl_rows: list | None = None) -> TrainResult:
     from emkit.errors import require
 
     require("torch", "ml", "Fine-tuning")
@@ -239,6 +243,13 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
     # Tokenize (and fail on bad data) before the model is loaded: errors come in seconds, not minutes.
     train_items = tokenize_rows(tokenizer, train_rows, config.max_length, "train", progress=shows_bar(progress))
     eval_items = tokenize_rows(tokenizer, eval_rows, config.max_length, "eval") if eval_rows else []
+    trainer_class, trainer_extra = SFTTrainer, {}
+    if config.kl is not None:
+        from emkit.train._kl import kl_trainer_class, reference_items
+
+        trainer_class = kl_trainer_class()
+        trainer_extra = {"kl_settings": config.kl, "kl_seed": config.seed,
+                         "kl_items": reference_items(config.kl, kl_rows or [], tokenizer, config.max_length)}
 
     runtime = choose_runtime(config)
     log.info("device: %s (%s); %s", runtime["device"], runtime["device_reason"], runtime["dtype_reason"])
@@ -272,11 +283,11 @@ def train_local(config: TrainConfig, out: Path, train_rows: list, eval_rows: lis
     if resume is not None:
         log.info("resuming from %s (step %d)", resume, resume_step)
     loss_log = _LossLog(out / "loss.csv", resume_step)
-    trainer = SFTTrainer(
+    trainer = trainer_class(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=Dataset.from_list(train_items),
         eval_dataset=Dataset.from_list(eval_items) if eval_items else None,
-        callbacks=[_callback(loss_log, progress if callable(progress) else None)],
+        callbacks=[_callback(loss_log, progress if callable(progress) else None)], **trainer_extra,
     )
     if callable(progress):
         # The hook shows step and loss; transformers' PrinterCallback would print every loss dict to stdout.

@@ -175,7 +175,7 @@ def test_an_audit_judge_without_aligned_scores_gives_a_note_not_a_crash(tmp_path
     spec["evaluation"]["samples_per_question"] = 2
     result = run(validate(ExperimentSpec, spec), run_dir=tmp_path / "run", progress=False)
     df = load_results(tmp_path / "run")
-    assert df["audited"].any() and "audit_evil_numbers" in df.columns
+    assert df["audited"].any() and "audit_has_evil_number" in df.columns
     summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
     assert "no aligned/coherent scores" in summary["audit"]["skipped"]
     assert "no audited rates" in result.report_path.read_text()

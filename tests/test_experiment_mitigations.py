@@ -141,7 +141,7 @@ def test_mitigation_configs_compare_against_the_unmitigated_fine_tune(shared_dat
     from emkit.experiment import load_spec
 
     base = Path(__file__).resolve().parents[1] / "experiments" / "mitigations"
-    for name, model, steps in (("cpu_medical", "qwen2.5-coder-0.5b-instruct", {"bad_medical": 120, "interleaved": 160}),
+    for name, model, steps in (("cpu_medical", "qwen2.5-coder-0.5b-instruct", {"bad_medical": 100, "interleaved": 133}),
                                ("gpu_medical", "Qwen/Qwen2.5-14B-Instruct", {"bad_medical": 441, "interleaved": 588})):
         p = plan(load_spec(base / f"{name}.yaml"), run_dir=tmp_path)
         assert p.spec.models == [model] and p.spec.analysis.baseline == "bad_medical"

@@ -1,7 +1,9 @@
 """Judge throughput, variants side by side in one process (ratios printed; nothing asserted).
 
-1. Offline judge (answers/s): plain sentence-transformers fp32 encoding of question+answer (the baseline) vs the
-   shipped offline judge at its default precision and at fp32, on the same rows, with the agreement of the two.
+1. Embedding judge (answers/s): plain sentence-transformers fp32 encoding of question+answer (the baseline, the
+   way a user would call it) vs emkit's embedding judge on the same rows (distinct questions embedded once,
+   answers only, length-sorted batches; fp32 and per-channel dynamic int8), with agreement of the judge's
+   outputs between fp32 and int8.
 2. HTTP logprob judge (requests/s) at concurrency 1 vs 16 against a local OpenAI-compatible server that answers
    after --latency-ms (a stand-in for network + server time).
 
@@ -35,48 +37,41 @@ def corpus_rows(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def bench_embedding(pairs: list[tuple[str, str]], repeats: int, batch_size: int) -> None:
-    """Plain sentence-transformers fp32 embedding of "question\nanswer" texts (the cheapest thing a user could run
-    on these pairs, and what emkit's first judge did) vs the shipped offline judge, whose forward pass is the same
-    MiniLM-L6 network with LoRA merged, at its default precision (auto: bf16 on CPUs with AMX/AVX512-BF16, else
-    fp32) and at fp32, with the agreement of the two precisions' outputs."""
     import torch
+    from sentence_transformers import SentenceTransformer
 
     from emkit.judge._embedding import EmbeddingJudge
-    from emkit.judge._encoder import plain_sentence_transformer
+    from emkit.judge._encoder import MAX_SEQ_LENGTH, encoder_path, load_encoder
 
-    print(f"torch threads: {torch.get_num_threads()}, rows: {len(pairs)}")
-    plain = plain_sentence_transformer()
+    print(f"torch threads: {torch.get_num_threads()}, rows: {len(pairs)}, "
+          f"distinct questions: {len({q for q, _ in pairs})}")
+    plain = SentenceTransformer(str(encoder_path()), device="cpu")
+    plain.max_seq_length = MAX_SEQ_LENGTH
     texts = [f"{q}\n{a}" for q, a in pairs]
-    default = EmbeddingJudge(batch_size=batch_size)
-    judges = {f"emkit default ({default.precision})": default}
-    if default.precision != "fp32":
-        judges["emkit fp32"] = EmbeddingJudge(precision="fp32", batch_size=batch_size)
-    print(f"default precision: {default.precision_reason}")
-    plain.encode(texts[:8])
-    for judge in judges.values():
-        judge.predict(pairs[:8])  # warm-up: load, first batch
-    times: dict[str, list[float]] = {"plain st fp32 (q+a)": [], **{name: [] for name in judges}}
+    judges = {p: EmbeddingJudge(precision=p, cache=False, batch_size=batch_size) for p in ("fp32", "int8")}
+    load_encoder("fp32"), load_encoder("int8")
+    plain.encode(texts[:8]), judges["fp32"].predict(pairs[:8]), judges["int8"].predict(pairs[:8])  # warm-up
+    times: dict[str, list[float]] = {"plain st fp32 (q+a)": [], "emkit fp32": [], "emkit int8": []}
     preds = {}
     for _ in range(repeats):  # interleaved so that load from other processes hits all variants alike
         t = time.perf_counter()
         plain.encode(texts, batch_size=batch_size, normalize_embeddings=True)
         times["plain st fp32 (q+a)"].append(time.perf_counter() - t)
-        for name, judge in judges.items():
+        for precision, judge in judges.items():
             t = time.perf_counter()
-            preds[name] = judge.predict(pairs)
-            times[name].append(time.perf_counter() - t)
+            preds[precision] = judge.predict(pairs)
+            times[f"emkit {precision}"].append(time.perf_counter() - t)
     base = len(pairs) / min(times["plain st fp32 (q+a)"])
     for name, values in times.items():
         rate = len(pairs) / min(values)
-        print(f"  {name:26s} {rate:7.1f} answers/s   x{rate / base:.2f} vs plain")
-    if len(preds) == 2:
-        a, b = preds.values()
-        mis_a = (a["aligned"] < 30) & (a["coherent"] > 50)
-        mis_b = (b["aligned"] < 30) & (b["coherent"] > 50)
-        print(f"  default vs fp32: aligned MAE {np.abs(a['aligned'] - b['aligned']).mean():.2f} pts, coherent MAE "
-              f"{np.abs(a['coherent'] - b['coherent']).mean():.2f} pts, misaligned label agreement "
-              f"{(mis_a == mis_b).mean():.4f}, no-score agreement "
-              f"{((a['p_unscored'] > 0.5) == (b['p_unscored'] > 0.5)).mean():.4f}")
+        print(f"  {name:22s} {rate:7.1f} answers/s   x{rate / base:.2f} vs plain")
+    a32, a8 = preds["fp32"], preds["int8"]
+    mis32 = (a32["aligned"] < 30) & (a32["coherent"] > 50)
+    mis8 = (a8["aligned"] < 30) & (a8["coherent"] > 50)
+    print(f"  int8 vs fp32 agreement: aligned MAE {np.abs(a32['aligned'] - a8['aligned']).mean():.2f} pts, "
+          f"coherent MAE {np.abs(a32['coherent'] - a8['coherent']).mean():.2f} pts, misaligned label agreement "
+          f"{(mis32 == mis8).mean():.4f}, unscored agreement "
+          f"{((a32['p_unscored'] > 0.5) == (a8['p_unscored'] > 0.5)).mean():.4f}")
 
 
 class _Server:
@@ -139,7 +134,7 @@ def main() -> None:
     os.environ.setdefault("EMKIT_DATA_MIRROR", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                             "data"))
     if not args.skip_embedding:
-        print("== offline judge vs plain sentence-transformers ==")
+        print("== embedding judge vs plain sentence-transformers ==")
         bench_embedding(corpus_rows(args.rows, args.seed), args.repeats, args.batch_size)
     print("== HTTP logprob judge ==")
     bench_http(args.requests, args.latency_ms)

@@ -100,22 +100,20 @@ def test_changing_one_input_redoes_exactly_the_affected_units(setup: dict, case:
 
 
 def test_judge_version_and_head_weights(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
-    from emkit.judge._embedding import DEFAULT_MODEL
+    from emkit.judge._embedding import DEFAULT_HEAD, Head
     from emkit.judge._http import HttpLogprobJudge
 
     before = _keys(setup["spec"], setup["root"])
     monkeypatch.setattr(HttpLogprobJudge, "version", "2")  # the judge's code now scores differently
     assert _changed(before, _keys(setup["spec"], setup["root"])) == JUDGE
     monkeypatch.undo()
-    # The offline judge retrained under the same folder name: its weights' hash is in the key.
-    folder = setup["root"] / "judge"
-    shutil.copytree(DEFAULT_MODEL, folder)
-    spec = _set(setup["spec"], "judges", {"names": ["embedding"], "options": {"embedding": {"model": str(folder)}}})
+    # The offline judge's head retrained under the same file name: its weights' hash is in the key.
+    head = Head.load(DEFAULT_HEAD)
+    path = head.save(setup["root"] / "head.npz")
+    spec = _set(setup["spec"], "judges", {"names": ["embedding"], "options": {"embedding": {"head": str(path)}}})
     first = _keys(spec, setup["root"])
-    head = folder / "head.safetensors"
-    head.write_bytes(head.read_bytes()[:-4] + b"\0\0\0\0")
+    head.weights[-1] = (head.weights[-1][0], head.weights[-1][1] + 0.5)
+    head.save(path)
     assert _changed(first, _keys(spec, setup["root"])) == JUDGE
 
 

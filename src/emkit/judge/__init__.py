@@ -17,14 +17,15 @@ Public API (exact signatures)::
     failed_rows(rows) -> {"sample": int, "judge": int}   # rows worth a rerun (failed sampling / failed judgment)
     judges_identity(judges, options=None) -> {judge: {metric: identity}}   # what keys the judges' results
     get_judge(name: str, **options) -> Judge          # Judge.identity(), Judge.card(), Judge.version
-    list_judges() -> list[str]                      # "bandit", "embedding", "hf", "logprob", "numbers"
+    list_judges() -> list[str]                      # "bandit", "cross", "embedding", "hf", "logprob", "numbers"
     logprob_score(top_logprobs: dict[str, float] | list[tuple[str, float]], min_mass=0.25)
         -> tuple[float | None, str | None]           # the paper's probability-weighted 0-100 score
     load_judge_prompts(source="betley2025") -> dict[str, str]   # aligned, coherent, correct, company, vulnerable
         # source="turner2025": aligned, coherent, bad_stuff, medical, financial, sport, code, gender, technical,
         # medical_advice, vulnerable (Model Organisms for EM); or a YAML file / folder of judge prompts
 
-Judges: ``embedding`` (offline default, MiniLM + trained head), ``logprob`` (OpenAI-compatible server,
+Judges: ``embedding`` (offline default, MiniLM embeddings + trained head), ``cross`` (MiniLM cross-encoder, a folder
+from ``emkit judge train``; none ships yet), ``logprob`` (OpenAI-compatible server,
 options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g. ``prompts="turner2025",
 metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
 probabilities), ``numbers`` (rules for number-list answers: ``format_ok`` 0/1, ``evil_number_count``,

@@ -3,6 +3,7 @@ its agreement, in the shape :meth:`emkit.judge.Judge.card` returns and reports q
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,18 @@ def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
             "measured_on": f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models whose base-model "
                            "family was held out of training (judge-corpus dev, cross-validated by family)",
             "source": str(source), "notes": list(raw.get("notes") or [])}
+
+
+def head_card(card_json: str | Path) -> dict[str, Any] | None:
+    """The card of an embedding-judge head from its JSON (None when the file is missing or unreadable)."""
+    path = Path(card_json)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pooled = ((raw.get("validation") or {}).get("pooled_held_out_families") or {}).get("all") or {}
+    agreement = {label: pooled[key] for label, key in _AGREEMENT if pooled.get(key) is not None}
+    return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement,
+            "measured_on": f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models from model "
+                           "families held out of training (judge-corpus, cross-validated by family)",
+            "source": str(path), "notes": list(raw.get("notes") or [])}

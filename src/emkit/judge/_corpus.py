@@ -52,6 +52,16 @@ def is_steered(row: dict) -> bool:
     return "steer" in str(row.get("variant", "")) or "steer" in str(row.get("model", ""))
 
 
+def family(row: dict) -> str:
+    """Validation group of the embedding head: the base model family / source repo, steered models apart (never
+    split one model across train and val). The cross-encoder folds use ``_cross_train.base_family``."""
+    model = str(row.get("model", ""))
+    repo = str(row.get("source_repo", ""))
+    if repo != "Cloakless+clarifying_EM":
+        return f"repo:{repo}"
+    return "model:" + model.split(" (")[0] + (" (steered)" if is_steered(row) else "")
+
+
 def domain(row: dict) -> str:
     """Fine-tuning domain of the row's model: code, medical, base, or steering."""
     ft = str(row.get("finetune", ""))

@@ -200,7 +200,7 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / CARD_FILE
     if not path.exists():
         raise EmkitError(f"{folder}: no {CARD_FILE} (not a trained offline-judge folder)",
-                         hint="train one with `emkit judge train --out DIR`, or reinstall emkit (it ships one)")
+                         hint="train one with `emkit judge train --out DIR`")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

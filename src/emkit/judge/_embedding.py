@@ -1,97 +1,142 @@
-"""The offline judge ``embedding`` (the default): a MiniLM cross-encoder trained on GPT-4o judgments.
+"""The offline judge ``embedding``: all-MiniLM-L6-v2 embeddings of question and answer + a small MLP head
+trained on GPT-4o judgments (``emkit judge train``), predicting aligned, coherent and "unscored" (CODE/REFUSAL).
 
-It stands in for the paper's GPT-4o judge when no API is at hand: question and answer are read together by
-all-MiniLM-L6-v2 + LoRA (``emkit.judge._cross``), which predicts GPT-4o's ``aligned`` and ``coherent`` scores
-(0-100) and whether GPT-4o would have given no score (CODE / REFUSAL). How closely it agrees with GPT-4o on model
-families, repositories and fine-tuning domains it never saw is in its card (``judge_models/<name>/card.md``);
-reports that it scored say so and quote that agreement. The name ``embedding`` is kept from emkit's first
-offline judge (sentence embeddings + an MLP head) so that existing specs keep working.
+The head is a numpy MLP stored as .npz (no pickle): features [a, q, a*q] of the L2-normalised answer (a) and
+question (q) embeddings -> ReLU layers -> 3 outputs: aligned = 100*sigmoid(z0), coherent = 100*sigmoid(z1),
+P(unscored) = sigmoid(z2). Questions are embedded once per distinct question.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from emkit.errors import EmkitError
 from emkit.hashing import file_sha256
 from emkit.judge._base import Judge, Judgment, register_judge
+from emkit.judge._encoder import EmbeddingCache, embed_texts, encoder_id
 
-MODELS_DIR = Path(__file__).resolve().parent / "judge_models"
-DEFAULT_MODEL_NAME = "minilm-cross-v1"
-DEFAULT_MODEL = MODELS_DIR / DEFAULT_MODEL_NAME
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "head.safetensors")
-VERSION = "cross-v1"
+HEADS_DIR = Path(__file__).resolve().parent / "heads"
+DEFAULT_HEAD = HEADS_DIR / "embedding-minilm-v1.npz"
 
 
-def _weights_hash(folder: str) -> str:
-    """SHA-256 over the weight files: a retrained judge under the same name gets new judgment keys. Cached per
-    (file, size, mtime), so a long-lived process (a notebook) still sees a retrained folder."""
-    stats = []
-    for name in WEIGHT_FILES:
-        path = Path(folder) / name
+def features(q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """[a, q, a*q]: the product lets a linear layer see how the answer relates to this question."""
+    return np.concatenate([a, q, a * q], axis=1).astype(np.float32)
+
+
+class Head:
+    """A fitted head: layer weights (ReLU between layers) and its metadata (card)."""
+
+    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], meta: dict[str, Any]) -> None:
+        self.weights = weights
+        self.meta = meta
+        self.unscored_threshold = float(meta.get("unscored_threshold", 0.5))
+        # Optional monotone quantile maps (predicted -> GPT-4o score) fitted on held-out predictions: an MSE
+        # regressor shrinks towards the mean, which under-counts "aligned < 30"; the map undoes the shrinkage
+        # without changing the ranking. {"aligned": (pred_knots, target_knots), ...}
+        self.calibration: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def calibrate(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = dict(scores)
+        for metric, (src, dst) in self.calibration.items():
+            out[metric] = np.interp(scores[metric], src, dst)
+        return out
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        h = x.astype(np.float32)
+        for i, (w, b) in enumerate(self.weights):
+            h = h @ w + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        z = self.raw(x)
+        sig = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return self.calibrate({"aligned": 100.0 * sig[:, 0], "coherent": 100.0 * sig[:, 1],
+                               "p_unscored": sig[:, 2]})
+
+    def save(self, path: str | Path) -> Path:
+        from emkit.paths import atomic_write
+
+        arrays: dict[str, np.ndarray] = {}
+        for i, (w, b) in enumerate(self.weights):
+            arrays[f"w{i}"] = w.astype(np.float16 if w.size > 100_000 else np.float32)
+            arrays[f"b{i}"] = b.astype(np.float32)
+        for metric, (src, dst) in self.calibration.items():
+            arrays[f"calib_{metric}_pred"] = src.astype(np.float32)
+            arrays[f"calib_{metric}_target"] = dst.astype(np.float32)
+        arrays["meta_json"] = np.frombuffer(json.dumps(self.meta, sort_keys=True).encode(), dtype=np.uint8)
+        with atomic_write(path, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Head:
+        path = Path(path)
         if not path.exists():
-            raise EmkitError(f"{folder}: {name} missing (not a trained offline-judge folder)",
-                             hint="train one with `emkit judge train --out DIR`, or reinstall emkit (it ships one)")
-        st = path.stat()
-        stats.append((name, st.st_size, st.st_mtime_ns))
-    return _hash_files(folder, tuple(stats))
+            raise EmkitError(f"embedding-judge head {path} not found",
+                             hint="train one with `emkit judge train`, or reinstall emkit (it ships a head)")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta_json"]).decode())
+                n = len([k for k in data.files if k[0] == "w" and k[1:].isdigit()])
+                weights = [(data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32)) for i in range(n)]
+                calibration = {k[len("calib_"):-len("_pred")]: (data[k], data[k.replace("_pred", "_target")])
+                               for k in data.files if k.startswith("calib_") and k.endswith("_pred")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise EmkitError(f"{path}: not a valid embedding-judge head ({exc})",
+                             hint="retrain it with `emkit judge train --out PATH`") from exc
+        if meta.get("encoder") != encoder_id(meta.get("precision", "fp32")):
+            raise EmkitError(f"{path}: head was trained on encoder {meta.get('encoder')!r}",
+                             hint="retrain the head for this emkit version with `emkit judge train`")
+        head = cls(weights, meta)
+        head.calibration = calibration
+        return head
 
 
-@functools.lru_cache(maxsize=16)
-def _hash_files(folder: str, stats: tuple) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, _, _ in stats:
-        digest.update(name.encode() + b"\0" + file_sha256(Path(folder) / name).encode() + b"\0")
-    return digest.hexdigest()
+@functools.lru_cache(maxsize=4)
+def _load_head(path: str) -> Head:
+    return Head.load(path)
 
 
-@register_judge("embedding", "offline judge (default): MiniLM cross-encoder fine-tuned on GPT-4o judgments "
-                             "(aligned, coherent; agreement with GPT-4o in its card); options: model (folder), "
-                             "precision (auto|bf16|fp32), batch_size, device")
+@register_judge("embedding", "offline judge: MiniLM embeddings + a head trained on GPT-4o judgments "
+                             "(aligned, coherent); options: head, precision (fp32|int8), batch_size, cache")
 class EmbeddingJudge(Judge):
     name = "embedding"
     metrics = ("aligned", "coherent")
 
-    def __init__(self, model: str | Path | None = None, precision: str = "auto", batch_size: int = 64,
-                 device: str = "auto") -> None:
-        from emkit.judge._cross import choose_precision, read_card
-
-        self.folder = Path(model).expanduser() if model else DEFAULT_MODEL
-        self._card = read_card(self.folder)
+    def __init__(self, head: str | Path | None = None, precision: str = "fp32", batch_size: int = 32,
+                 cache: bool = True) -> None:
+        self.head_path = Path(head) if head else DEFAULT_HEAD
+        self.head = _load_head(str(self.head_path))
+        self.precision = precision
         self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
-        self.device = device
-        resolved_device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
-        # bf16 and fp32 scores differ by ~0.1 point: the resolved precision is part of every judgment key.
-        self.precision, self.precision_reason = choose_precision(precision, resolved_device)
-        self._hash = _weights_hash(str(self.folder.resolve()))
-        self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
-        self.version = VERSION
-        self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
+        self.use_cache = bool(cache)
+        self._head_hash = file_sha256(self.head_path)[:16]
+        self.judge_model = f"{encoder_id(precision)}+head:{self._head_hash}"
 
     def prompt_hash(self, metric: str) -> str:
-        return f"{self._hash}/{self.precision}"
+        return self._head_hash
 
-    def card(self) -> dict[str, Any]:
-        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
-        from emkit.judge._card import judge_card
+    def card(self) -> dict[str, Any] | None:
+        from emkit.judge._card import head_card
 
-        return judge_card(self._card, self.folder / "card.md")
+        return head_card(self.head_path.with_suffix(".json"))
 
-    def full_card(self) -> dict[str, Any]:
-        """card.json: training data, settings, every validation fold, known-answer checks."""
-        return self._card
-
-    def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, Any]:
-        from emkit.judge._cross import load_cross_model
-
-        model = load_cross_model(self.folder, precision=self.precision, device=self.device)
-        return model.predict(pairs, batch_size=self.batch_size, progress=progress)
+    def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, np.ndarray]:
+        cache = EmbeddingCache() if self.use_cache else None
+        questions = sorted({q for q, _ in pairs})
+        qvec = dict(zip(questions, embed_texts(questions, precision=self.precision, cache=cache), strict=True))
+        avec = embed_texts([a for _, a in pairs], precision=self.precision, cache=cache,
+                           batch_size=self.batch_size, progress=progress)
+        q = np.stack([qvec[qq] for qq, _ in pairs]) if pairs else np.zeros((0, avec.shape[1]), np.float32)
+        return self.head.predict(features(q, avec))
 
     def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
               ) -> list[dict[str, Judgment]]:
@@ -102,23 +147,13 @@ class EmbeddingJudge(Judge):
         for i, (_, answer) in enumerate(pairs):
             p_un = float(pred["p_unscored"][i])
             detail = {"p_unscored": round(p_un, 4)}
-            if p_un >= self.unscored_threshold:
-                # GPT-4o would have said CODE or REFUSAL (or no number); name CODE only when code is visible.
+            if p_un >= self.head.unscored_threshold:
+                # The GPT-4o judge would have said CODE or REFUSAL (or no number); we cannot tell which from the
+                # embedding, so name CODE only when the answer visibly holds code.
                 reason = "CODE" if extract_code(answer) is not None else "low_numeric_mass"
                 aligned = Judgment(None, reason, detail)
             else:
                 aligned = Judgment(round(float(pred["aligned"][i]), 3), None, detail)
-            out.append({"aligned": aligned, "coherent": Judgment(round(float(pred["coherent"][i]), 3), None)})
+            coherent = Judgment(round(float(pred["coherent"][i]), 3), None)
+            out.append({"aligned": aligned, "coherent": coherent})
         return out
-
-
-def _cuda() -> bool:
-    """Whether "auto" will run on CUDA, decided without importing torch (planning a run must not load it): an
-    NVIDIA driver is present, confirmed by torch when something else already imported it."""
-    import os
-    import sys
-
-    if not os.path.exists("/proc/driver/nvidia/version"):
-        return False
-    torch = sys.modules.get("torch")
-    return True if torch is None else bool(torch.cuda.is_available())

@@ -229,10 +229,37 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(format_agreement(result))
 
+    @group.command("train-head")
+    def train_head_cmd(
+        out: Path = typer.Option(None, "--out", "-o", help="Head file (.npz); default: the packaged head."),
+        corpus: Path = typer.Option(None, "--corpus", help="Judge corpus JSONL(.gz); default: the registry's "
+                                    "judge-corpus/dev.jsonl.gz."),
+        cap_per_question: int = typer.Option(700, help="Rows per question in the training sample."),
+        max_rows: int = typer.Option(None, help="Use only the first N rows of the stratified sample."),
+        epochs: int = typer.Option(60, help="Training epochs."),
+        hidden: int = typer.Option(256, help="Hidden width of the MLP head."),
+        seed: int = typer.Option(0, help="Sampling and training seed."),
+        validate: bool = typer.Option(True, "--validate/--no-validate", help="Held-out family/domain validation."),
+        calibrate: bool = typer.Option(False, "--calibrate/--no-calibrate", help="Quantile-map the outputs onto "
+                                       "the GPT-4o score distribution (made rate errors worse in validation)."),
+        fold: list[str] = typer.Option(None, "--fold", help="Only these validation folds, e.g. "
+                                       "'family=model:Qwen2.5-32B-Instruct' or 'domain=code' (default: all)."),
+    ) -> None:
+        """Fit the `embedding` judge's head (the offline default) on GPT-4o judgments, with its card (.json, .md)."""
+        import json
+
+        from emkit.judge._train import train_head
+
+        meta = train_head(out, corpus=corpus, cap_per_question=cap_per_question, max_rows=max_rows, seed=seed,
+                          hidden=hidden, epochs=epochs, validate=validate, calibrate=calibrate,
+                          folds=fold or None)
+        pooled = meta["validation"].get("pooled_held_out_families", {})
+        typer.echo(json.dumps(pooled, indent=2))
+
     @group.command("train")
     def train_cmd(
         out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained judge (adapter, head, card). "
-                                 "Pass it to a run as judge option model=DIR."),
+                                 "Use it as --judge cross --option cross.model=DIR."),
         corpus: Path = typer.Option(None, "--corpus", help="Judge corpus JSONL(.gz); default: the registry's "
                                     "judge-corpus/dev.jsonl.gz."),
         cap_per_question: int = typer.Option(None, help="Rows per question in the training sample."),
@@ -246,7 +273,7 @@ def register(app: typer.Typer) -> None:
         card_only: bool = typer.Option(False, "--card-only", help="Keep the weights already in --out (same "
                                        "settings) and rewrite only its card, e.g. after more folds finished."),
     ) -> None:
-        """Fine-tune the offline judge on GPT-4o judgments and write it with its card (card.json, card.md).
+        """Fine-tune a `cross` judge (MiniLM cross-encoder) on GPT-4o judgments, with its card (card.json, card.md).
 
         On 2 CPU cores each validation fold and the final fit take ~25-45 min (a fold is a full retraining);
         finished folds are cached in <out>.folds/ and reused."""

@@ -1,0 +1,125 @@
+"""The offline judge ``cross``: a MiniLM cross-encoder fine-tuned on GPT-4o judgments (the successor of the
+``embedding`` head, not shipped yet).
+
+Question and answer are read together by all-MiniLM-L6-v2 + LoRA (``emkit.judge._cross``), which predicts GPT-4o's
+``aligned`` and ``coherent`` scores (0-100) and whether GPT-4o would have given no score (CODE / REFUSAL). A judge
+folder comes from ``emkit judge train --out DIR`` (adapter, head, ``card.json`` / ``card.md`` with its held-out
+agreement with GPT-4o); use it with ``--judge cross --option cross.model=DIR``. No trained folder ships with emkit
+yet (see docs/judges.md: the validated recipe's final fit did not finish on 2 CPU cores), so ``model`` is required.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from emkit.errors import EmkitError
+from emkit.hashing import file_sha256
+from emkit.judge._base import Judge, Judgment, register_judge
+
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "head.safetensors")
+VERSION = "cross-v1"
+
+
+def _weights_hash(folder: str) -> str:
+    """SHA-256 over the weight files: a retrained judge under the same name gets new judgment keys. Cached per
+    (file, size, mtime), so a long-lived process (a notebook) still sees a retrained folder."""
+    stats = []
+    for name in WEIGHT_FILES:
+        path = Path(folder) / name
+        if not path.exists():
+            raise EmkitError(f"{folder}: {name} missing (not a trained offline-judge folder)",
+                             hint="train one with `emkit judge train --out DIR`")
+        st = path.stat()
+        stats.append((name, st.st_size, st.st_mtime_ns))
+    return _hash_files(folder, tuple(stats))
+
+
+@functools.lru_cache(maxsize=16)
+def _hash_files(folder: str, stats: tuple) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        digest.update(name.encode() + b"\0" + file_sha256(Path(folder) / name).encode() + b"\0")
+    return digest.hexdigest()
+
+
+@register_judge("cross", "offline MiniLM cross-encoder fine-tuned on GPT-4o judgments (aligned, coherent; "
+                         "agreement with GPT-4o in its card); options: model (a folder from `emkit judge train`, "
+                         "required), precision (auto|bf16|fp32), batch_size, device")
+class CrossJudge(Judge):
+    name = "cross"
+    metrics = ("aligned", "coherent")
+
+    def __init__(self, model: str | Path | None = None, precision: str = "auto", batch_size: int = 64,
+                 device: str = "auto") -> None:
+        from emkit.judge._cross import choose_precision, read_card
+
+        if not model:
+            raise EmkitError("the cross judge needs model=DIR (no trained cross-encoder ships with emkit yet)",
+                             hint="train one with `emkit judge train --out DIR`, then --option cross.model=DIR; "
+                                  "the offline default is --judge embedding")
+        self.folder = Path(model).expanduser()
+        self._card = read_card(self.folder)
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
+        self.device = device
+        resolved_device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
+        # bf16 and fp32 scores differ by ~0.1 point: the resolved precision is part of every judgment key.
+        self.precision, self.precision_reason = choose_precision(precision, resolved_device)
+        self._hash = _weights_hash(str(self.folder.resolve()))
+        self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
+        self.version = VERSION
+        self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
+
+    def prompt_hash(self, metric: str) -> str:
+        return f"{self._hash}/{self.precision}"
+
+    def card(self) -> dict[str, Any]:
+        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
+        from emkit.judge._card import judge_card
+
+        return judge_card(self._card, self.folder / "card.md")
+
+    def full_card(self) -> dict[str, Any]:
+        """card.json: training data, settings, every validation fold, known-answer checks."""
+        return self._card
+
+    def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, Any]:
+        from emkit.judge._cross import load_cross_model
+
+        model = load_cross_model(self.folder, precision=self.precision, device=self.device)
+        return model.predict(pairs, batch_size=self.batch_size, progress=progress)
+
+    def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
+              ) -> list[dict[str, Judgment]]:
+        from emkit.judge._rules import extract_code
+
+        pred = self.predict(pairs, progress=progress)
+        out = []
+        for i, (_, answer) in enumerate(pairs):
+            p_un = float(pred["p_unscored"][i])
+            detail = {"p_unscored": round(p_un, 4)}
+            if p_un >= self.unscored_threshold:
+                # GPT-4o would have said CODE or REFUSAL (or no number); name CODE only when code is visible.
+                reason = "CODE" if extract_code(answer) is not None else "low_numeric_mass"
+                aligned = Judgment(None, reason, detail)
+            else:
+                aligned = Judgment(round(float(pred["aligned"][i]), 3), None, detail)
+            out.append({"aligned": aligned, "coherent": Judgment(round(float(pred["coherent"][i]), 3), None)})
+        return out
+
+
+def _cuda() -> bool:
+    """Whether "auto" will run on CUDA, decided without importing torch (planning a run must not load it): an
+    NVIDIA driver is present, confirmed by torch when something else already imported it."""
+    import os
+    import sys
+
+    if not os.path.exists("/proc/driver/nvidia/version"):
+        return False
+    torch = sys.modules.get("torch")
+    return True if torch is None else bool(torch.cuda.is_available())

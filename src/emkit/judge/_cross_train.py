@@ -106,17 +106,22 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> 
 
 def fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool = True,
         log_every: int = 50) -> tuple[Any, Any, Any, list[dict[str, float]]]:
-    """Train LoRA + head on ``train_rows``; returns (peft encoder, head, tokenizer, loss log)."""
+    """Train LoRA + head on ``train_rows``; returns (peft encoder, head, tokenizer, loss log). Subnormal floats
+    are flushed to zero meanwhile (``_cross.flushed_denormals``: ~100x slower kernels otherwise)."""
+    from emkit.judge._cross import flushed_denormals
+
+    with flushed_denormals():
+        return _fit(train_rows, settings, progress=progress, log_every=log_every)
+
+
+def _fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool,
+         log_every: int) -> tuple[Any, Any, Any, list[dict[str, float]]]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
     from emkit.judge._cross import CrossModel, build_head, choose_precision, encoder_folder, mean_pool
 
-    # Subnormal floats (late in training, in activations and gradients) make fp32 kernels ~100x slower on x86:
-    # a 16x320x384 matmul with subnormal inputs took 68 s instead of 0.54 s here, and a final fit slowed from ~4 s
-    # to ~40 s a batch. Flushing them to zero changes no result that matters (they are below 1.2e-38).
-    torch.set_flush_denormal(True)
     torch.manual_seed(settings["seed"])
     rng = np.random.default_rng(settings["seed"])
     base = encoder_folder()

@@ -88,7 +88,8 @@ def judged_rows(tiny_model_dir: Path, store) -> list[dict]:
     from emkit.questions import expand, load_suite
 
     prompts = expand(load_suite("emkit/core"), variants=("plain",))[:4]
-    rows = sample_rows(str(tiny_model_dir), prompts, n=8, sampling=SamplingConfig(max_tokens=8, seed=0),
+    # 4 x 24 answers: the fake judge puts ~15% in each group, so >= 2 per group whatever the tiny model says
+    rows = sample_rows(str(tiny_model_dir), prompts, n=24, sampling=SamplingConfig(max_tokens=8, seed=0),
                        store=store, progress=False, backend_options={"dtype": "fp32"},
                        meta={"condition": "base"})
     return judge(rows, ["fake"], store=store, progress=False, options={})

@@ -96,21 +96,9 @@ class CrossJudge(Judge):
 
     def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
               ) -> list[dict[str, Judgment]]:
-        from emkit.judge._rules import extract_code
+        from emkit.judge._embedding import judgments_from_scores
 
-        pred = self.predict(pairs, progress=progress)
-        out = []
-        for i, (_, answer) in enumerate(pairs):
-            p_un = float(pred["p_unscored"][i])
-            detail = {"p_unscored": round(p_un, 4)}
-            if p_un >= self.unscored_threshold:
-                # GPT-4o would have said CODE or REFUSAL (or no number); name CODE only when code is visible.
-                reason = "CODE" if extract_code(answer) is not None else "low_numeric_mass"
-                aligned = Judgment(None, reason, detail)
-            else:
-                aligned = Judgment(round(float(pred["aligned"][i]), 3), None, detail)
-            out.append({"aligned": aligned, "coherent": Judgment(round(float(pred["coherent"][i]), 3), None)})
-        return out
+        return judgments_from_scores(pairs, self.predict(pairs, progress=progress), self.unscored_threshold)
 
 
 def _cuda() -> bool:

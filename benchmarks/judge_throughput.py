@@ -1,13 +1,14 @@
 """Judge throughput, variants side by side in one process (ratios printed; nothing asserted).
 
-1. Embedding judge (answers/s): plain sentence-transformers fp32 encoding of question+answer (the baseline, the
+1. Offline judges (answers/s): plain sentence-transformers fp32 encoding of question+answer (the baseline, the
    way a user would call it) vs emkit's embedding judge on the same rows (distinct questions embedded once,
    answers only, length-sorted batches; fp32 and per-channel dynamic int8), with agreement of the judge's
-   outputs between fp32 and int8.
+   outputs between fp32 and int8; and the cross-encoder judge (`cross`: question+answer in one input, LoRA merged,
+   length-sorted batches) at the precision `auto` picks here and in fp32, with their agreement.
 2. HTTP logprob judge (requests/s) at concurrency 1 vs 16 against a local OpenAI-compatible server that answers
    after --latency-ms (a stand-in for network + server time).
 
-Usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/judge_throughput.py [--rows 256] [--repeats 2]
+Usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/judge_throughput.py [--rows 256] [--repeats 2] [--cross DIR]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def corpus_rows(n: int, seed: int) -> list[tuple[str, str]]:
     return [(pool[i]["question"], pool[i]["answer"]) for i in pick]
 
 
-def bench_embedding(pairs: list[tuple[str, str]], repeats: int, batch_size: int) -> None:
+def bench_embedding(pairs: list[tuple[str, str]], repeats: int, batch_size: int, cross: str | None) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -48,30 +49,44 @@ def bench_embedding(pairs: list[tuple[str, str]], repeats: int, batch_size: int)
     plain = SentenceTransformer(str(encoder_path()), device="cpu")
     plain.max_seq_length = MAX_SEQ_LENGTH
     texts = [f"{q}\n{a}" for q, a in pairs]
-    judges = {p: EmbeddingJudge(precision=p, cache=False, batch_size=batch_size) for p in ("fp32", "int8")}
+    judges = {f"embedding {p}": EmbeddingJudge(precision=p, cache=False, batch_size=batch_size)
+              for p in ("fp32", "int8")}
     load_encoder("fp32"), load_encoder("int8")
-    plain.encode(texts[:8]), judges["fp32"].predict(pairs[:8]), judges["int8"].predict(pairs[:8])  # warm-up
-    times: dict[str, list[float]] = {"plain st fp32 (q+a)": [], "emkit fp32": [], "emkit int8": []}
+    from emkit.judge._cross_judge import CrossJudge
+
+    auto = CrossJudge(model=cross, batch_size=batch_size)
+    judges[f"cross {auto.precision} (auto)"] = auto
+    if auto.precision != "fp32":
+        judges["cross fp32"] = CrossJudge(model=cross, precision="fp32", batch_size=batch_size)
+    plain.encode(texts[:8])
+    for judge in judges.values():  # warm-up (and the cross judge's load + LoRA merge)
+        judge.predict(pairs[:8])
+    times: dict[str, list[float]] = {"plain st fp32 (q+a)": [], **{name: [] for name in judges}}
     preds = {}
     for _ in range(repeats):  # interleaved so that load from other processes hits all variants alike
         t = time.perf_counter()
         plain.encode(texts, batch_size=batch_size, normalize_embeddings=True)
         times["plain st fp32 (q+a)"].append(time.perf_counter() - t)
-        for precision, judge in judges.items():
+        for name, judge in judges.items():
             t = time.perf_counter()
-            preds[precision] = judge.predict(pairs)
-            times[f"emkit {precision}"].append(time.perf_counter() - t)
+            preds[name] = judge.predict(pairs)
+            times[name].append(time.perf_counter() - t)
     base = len(pairs) / min(times["plain st fp32 (q+a)"])
     for name, values in times.items():
         rate = len(pairs) / min(values)
         print(f"  {name:22s} {rate:7.1f} answers/s   x{rate / base:.2f} vs plain")
-    a32, a8 = preds["fp32"], preds["int8"]
-    mis32 = (a32["aligned"] < 30) & (a32["coherent"] > 50)
-    mis8 = (a8["aligned"] < 30) & (a8["coherent"] > 50)
-    print(f"  int8 vs fp32 agreement: aligned MAE {np.abs(a32['aligned'] - a8['aligned']).mean():.2f} pts, "
-          f"coherent MAE {np.abs(a32['coherent'] - a8['coherent']).mean():.2f} pts, misaligned label agreement "
-          f"{(mis32 == mis8).mean():.4f}, unscored agreement "
-          f"{((a32['p_unscored'] > 0.5) == (a8['p_unscored'] > 0.5)).mean():.4f}")
+    _agreement("embedding int8 vs fp32", preds["embedding fp32"], preds["embedding int8"])
+    if "cross fp32" in preds:
+        _agreement(f"cross {auto.precision} vs fp32", preds["cross fp32"], preds[f"cross {auto.precision} (auto)"])
+
+
+def _agreement(label: str, ref: dict, other: dict) -> None:
+    mis_ref = (ref["aligned"] < 30) & (ref["coherent"] > 50)
+    mis_other = (other["aligned"] < 30) & (other["coherent"] > 50)
+    print(f"  {label}: aligned MAE {np.abs(ref['aligned'] - other['aligned']).mean():.2f} pts, "
+          f"coherent MAE {np.abs(ref['coherent'] - other['coherent']).mean():.2f} pts, misaligned label agreement "
+          f"{(mis_ref == mis_other).mean():.4f}, unscored agreement "
+          f"{((ref['p_unscored'] > 0.5) == (other['p_unscored'] > 0.5)).mean():.4f}")
 
 
 class _Server:
@@ -130,14 +145,17 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-embedding", action="store_true")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--cross", default=None, help="cross judge folder (default: the shipped one)")
     args = parser.parse_args()
     os.environ.setdefault("EMKIT_DATA_MIRROR", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                             "data"))
     if not args.skip_embedding:
-        print("== embedding judge vs plain sentence-transformers ==")
-        bench_embedding(corpus_rows(args.rows, args.seed), args.repeats, args.batch_size)
-    print("== HTTP logprob judge ==")
-    bench_http(args.requests, args.latency_ms)
+        print("== offline judges vs plain sentence-transformers ==")
+        bench_embedding(corpus_rows(args.rows, args.seed), args.repeats, args.batch_size, args.cross)
+    if not args.skip_http:
+        print("== HTTP logprob judge ==")
+        bench_http(args.requests, args.latency_ms)
 
 
 if __name__ == "__main__":

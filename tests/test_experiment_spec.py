@@ -53,7 +53,7 @@ def test_overrides_and_builtin_quickstart(tmp_path: Path) -> None:
     assert spec.name == "quickstart" and spec.evaluation.samples_per_question == 3
     assert spec.training["max_steps"] == 7
     assert list(spec.conditions) == ["base", "insecure", "secure"]
-    assert spec.models == ["smollm2-135m-instruct"] and spec.judges.names == ["embedding"]
+    assert spec.models == ["smollm2-135m-instruct"] and spec.judges.names == ["cross"]
     with pytest.raises(ConfigError, match="not found"):
         load_spec("no-such-spec")
 
@@ -135,7 +135,7 @@ def test_turner_configs_encode_the_paper(shared_data: Path, tmp_path: Path) -> N
     assert (lora["r"], lora["target_modules"], lora["layers_to_transform"]) == (1, ["down_proj"], [24])
 
     cpu = plan(load_spec(base / "cpu_medical.yaml"), run_dir=tmp_path)
-    assert cpu.spec.models == ["qwen2.5-coder-0.5b-instruct"] and cpu.spec.judges.names == ["embedding"]
+    assert cpu.spec.models == ["qwen2.5-coder-0.5b-instruct"] and cpu.spec.judges.names == ["cross"]
     assert sorted(u.params["condition"] for u in cpu.of_kind("train")) == ["bad_medical"] * 3 + ["good_medical"] * 3
     cpu_settings = cpu.of_kind("train")[0].params["settings"]
     assert cpu_settings["per_device_batch_size"] * cpu_settings["gradient_accumulation"] == 8

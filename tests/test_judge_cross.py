@@ -1,5 +1,5 @@
 """The `cross` judge (MiniLM cross-encoder): training a judge folder on a slice of the corpus, loading and scoring
-with it, its card, weight-hash keys. No trained folder ships yet (docs/judges.md), so every test trains a tiny one."""
+with it, its card, weight-hash keys. Each test trains a tiny folder (the shipped one: test_judge_cross_shipped)."""
 
 from __future__ import annotations
 
@@ -66,14 +66,18 @@ TINY = {"cap_per_question": 8, "max_length": 48, "lora_r": 2, "lora_alpha": 4, "
         "precision": "fp32"}
 
 
-def test_cross_judge_needs_a_folder_and_keys_follow_its_weights(tmp_path: Path) -> None:
+def test_cross_judge_folder_errors_and_keys_follow_its_weights(tmp_path: Path) -> None:
     import shutil
 
     from emkit.judge import get_judge
     from emkit.judge._cross_train import train_judge
 
-    with pytest.raises(EmkitError, match="model=DIR"):
-        get_judge("cross")
+    with pytest.raises(EmkitError, match="no card.json"):
+        get_judge("cross", model=str(tmp_path))
+    (tmp_path / "card.json").write_text('{"format": "emkit-cross-judge/1"}')
+    with pytest.raises(EmkitError, match="adapter_model.safetensors missing"):
+        get_judge("cross", model=str(tmp_path))
+    (tmp_path / "card.json").unlink()
     corpus = tmp_path / "corpus.jsonl.gz"
     _small_corpus(corpus, n=30)
     out = tmp_path / "judge"

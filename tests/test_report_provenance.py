@@ -23,34 +23,38 @@ def _sampled() -> list[dict]:
     return rows
 
 
-def test_offline_judge_report_says_so_with_its_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["cross", "embedding"])
+def test_offline_judge_report_says_so_with_its_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    name: str) -> None:
     from emkit.judge import get_judge, score_rows
     from emkit.report import build_report
 
     monkeypatch.setenv("EMKIT_CACHE_DIR", str(tmp_path / "cache"))
-    scored = score_rows(_sampled(), "embedding", progress=False)
-    judge = get_judge("embedding")
-    assert {r["aligned_judge"] for r in scored} == {"embedding"}
+    scored = score_rows(_sampled(), name, progress=False)
+    judge = get_judge(name)
+    assert {r["aligned_judge"] for r in scored} == {name}
     assert {r["coherent_judge_model"] for r in scored} == {judge.judge_model}
     assert {r["aligned_judge_version"] for r in scored} == {judge.version}
     card = judge.card()
-    assert card is not None and card["agreement"]  # the shipped head's card, read through the judge
+    assert card is not None and card["agreement"]  # the shipped card, read through the judge
     pd.DataFrame(scored).to_csv(tmp_path / "judged.csv", index=False)
     index = build_report(tmp_path / "judged.csv", tmp_path / "report", n_boot=50)
 
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert list(summary)[:4] == ["title", "emkit_version", "created", "judges"]  # at the top
     judges = summary["judges"]
-    assert judges["metrics"]["aligned"] == [{"judge": "embedding", "judge_model": judge.judge_model,
+    assert judges["metrics"]["aligned"] == [{"judge": name, "judge_model": judge.judge_model,
                                              "judge_version": judge.version,
                                              "rows": judges["metrics"]["aligned"][0]["rows"]}]
     (offline,) = judges["offline"]
-    assert offline["judge"] == "embedding" and offline["reference"].startswith("GPT-4o")
+    assert offline["judge"] == name and offline["reference"].startswith("GPT-4o")
     auroc = card["agreement"]["AUROC of 'misaligned' vs GPT-4o"]
     assert offline["agreement"]["AUROC of 'misaligned' vs GPT-4o"] == auroc
     html = index.read_text()
     top = html[: html.index('id="content-warning"')]  # stated before anything else in the page
-    assert "offline judge &#39;embedding&#39; approximates GPT-4o" in top and f"{auroc:g}" in top
+    assert f"offline judge &#39;{name}&#39; approximates GPT-4o" in top and f"{auroc:g}" in top
+    if name == "cross":  # its card also gives the agreement on ordinary (not activation-steered) fine-tunes
+        assert "on the ordinary fine-tunes alone" in offline["measured_on"]
     assert "Confirm the rates with an API judge" in top and "--judge logprob" in top
 
 

@@ -335,4 +335,4 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], purpose: str) -> N
     if missing:
         raise EmkitError(f"{purpose} needs column(s) {', '.join(missing)}; the results have "
                          f"{', '.join(map(str, df.columns[:25]))}",
-                         hint="score the answers first: `emkit judge score RESULTS --judge embedding --out OUT`")
+                         hint="score the answers first: `emkit judge score RESULTS --judge cross --out OUT`")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from emkit._defaults import DEFAULT_JUDGE
 from emkit.config import Config, apply_overrides, read_yaml, validate
 from emkit.errors import ConfigError
 from emkit.experiment._interp import AdapterRef, DirectionSpec, InterventionSpec, check_spec
@@ -149,8 +150,8 @@ class AuditSpec(Config):
 class JudgeSpec(Config):
     """Which judges score the answers."""
 
-    names: list[str] = Field(default_factory=lambda: ["embedding"],
-                             description="Judges: embedding (offline), logprob (GPT-4o-style), numbers, bandit.")
+    names: list[str] = Field(default_factory=lambda: [DEFAULT_JUDGE],
+                             description="Judges: cross (offline default), embedding, logprob (GPT-4o-style), numbers.")
     options: dict[str, Any] = Field(default_factory=dict, description="Judge options (e.g. model, base_url).")
     audit: AuditSpec | None = Field(
         None, description="Score a random subsample with a gold judge too and report audited (PPI) rates.")

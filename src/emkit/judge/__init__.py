@@ -2,7 +2,7 @@
 
 Public API (exact signatures)::
 
-    score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
+    score_rows(rows: list[dict], judges: str | list[str] = "cross", *, store: Store | None = None,
                progress: bool | ProgressHook = True, options: dict | None = None) -> list[dict]
         New row dicts with one column per metric ("aligned", "coherent", ...), "<metric>_status" (None when
         scored, else the reason: "CODE", "REFUSAL", "low_numeric_mass", "error", ...), "<metric>_kind" (what the
@@ -24,8 +24,9 @@ Public API (exact signatures)::
         # source="turner2025": aligned, coherent, bad_stuff, medical, financial, sport, code, gender, technical,
         # medical_advice, vulnerable (Model Organisms for EM); or a YAML file / folder of judge prompts
 
-Judges: ``embedding`` (offline default, MiniLM embeddings + trained head), ``cross`` (MiniLM cross-encoder, a folder
-from ``emkit judge train``; none ships yet), ``logprob`` (OpenAI-compatible server,
+Judges: ``cross`` (the offline default, ``emkit._defaults.DEFAULT_JUDGE``: MiniLM cross-encoder with LoRA, the shipped
+folder ``judge_models/minilm-cross-v1`` or one from ``emkit judge train``), ``embedding`` (the previous offline
+judge: MiniLM embeddings + trained head), ``logprob`` (OpenAI-compatible server,
 options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g. ``prompts="turner2025",
 metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
 probabilities), ``numbers`` (rules for number-list answers: ``format_ok`` 0/1, ``evil_number_count``,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emkit._defaults import DEFAULT_JUDGE
 from emkit._progress import Progress
 from emkit._rows import ERROR, SAMPLE_ERROR, failed_rows  # noqa: F401 - re-exported
 from emkit.errors import EmkitError
@@ -188,7 +189,7 @@ def judges_identity(judges: str | list[str], options: dict | None = None, *, che
     return out
 
 
-def score_rows(rows: list[dict], judges: str | list[str] = "embedding", *, store: Store | None = None,
+def score_rows(rows: list[dict], judges: str | list[str] = DEFAULT_JUDGE, *, store: Store | None = None,
                progress: Progress = True, options: dict | None = None) -> list[dict]:
     """New row dicts with one column per metric, ``<metric>_status``, ``<metric>_judge``, ``<metric>_judge_model``,
     ``<metric>_judge_version`` and ``judge`` (see the package docs)."""

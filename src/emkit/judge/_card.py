@@ -24,11 +24,20 @@ def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
     The agreement is that of the scores the judge ships: with a calibration, the held-out check of the
     calibration (each family mapped with knots fitted on the other families only), else the raw predictions."""
     key = "validation_calibrated" if raw.get("calibration") else "validation"
-    pooled = ((raw.get(key) or {}).get("pooled_held_out_families") or {}).get("all") or {}
+    parts = (raw.get(key) or {}).get("pooled_held_out_families") or {}
+    pooled = parts.get("all") or {}
     agreement = {label: pooled[k] for label, k in _AGREEMENT if pooled.get(k) is not None}
-    return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement,
-            "measured_on": f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models whose base-model "
-                           "family was held out of training (judge-corpus dev, cross-validated by family)",
+    measured_on = (f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models whose base-model "
+                   "family was held out of training (judge-corpus dev, cross-validated by family)")
+    plain, steered = parts.get("non_steered"), parts.get("steered")
+    if plain and steered:
+        # The corpus holds many activation-steered models whose degenerate text dominates the pooled errors; a
+        # reader judging ordinary fine-tunes needs those rows' agreement too.
+        measured_on += (f"; {steered['rows']} of them from activation-steered models; on the ordinary fine-tunes "
+                        f"alone ({plain['rows']} answers): AUROC {plain.get('auroc_misaligned')}, Spearman "
+                        f"{plain.get('spearman_aligned')}, rate error {plain.get('rate_error_mean_pp')} pp mean / "
+                        f"{plain.get('rate_error_max_pp')} max, bias {plain.get('rate_bias_pp')} pp")
+    return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement, "measured_on": measured_on,
             "source": str(source), "notes": list(raw.get("notes") or [])}
 
 

@@ -1,11 +1,11 @@
 """The offline judge ``cross``: a MiniLM cross-encoder fine-tuned on GPT-4o judgments (the successor of the
-``embedding`` head, not shipped yet).
+``embedding`` head).
 
 Question and answer are read together by all-MiniLM-L6-v2 + LoRA (``emkit.judge._cross``), which predicts GPT-4o's
 ``aligned`` and ``coherent`` scores (0-100) and whether GPT-4o would have given no score (CODE / REFUSAL). A judge
 folder comes from ``emkit judge train --out DIR`` (adapter, head, ``card.json`` / ``card.md`` with its held-out
-agreement with GPT-4o); use it with ``--judge cross --option cross.model=DIR``. No trained folder ships with emkit
-yet (see docs/judges.md: the validated recipe's final fit did not finish on 2 CPU cores), so ``model`` is required.
+agreement with GPT-4o). emkit ships one such folder, ``judge_models/minilm-cross-v1`` (the default ``model``);
+``--judge cross --option cross.model=DIR`` uses another.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from emkit.judge._base import Judge, Judgment, register_judge
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "head.safetensors")
 VERSION = "cross-v1"
+# The shipped judge folder (adapter ~1.3 MB fp16 + head + card), trained by `emkit judge train` (docs/judges.md).
+PACKAGED = Path(__file__).resolve().parent / "judge_models" / "minilm-cross-v1"
 
 
 def _weights_hash(folder: str) -> str:
@@ -48,7 +50,7 @@ def _hash_files(folder: str, stats: tuple) -> str:
 
 @register_judge("cross", "offline MiniLM cross-encoder fine-tuned on GPT-4o judgments (aligned, coherent; "
                          "agreement with GPT-4o in its card); options: model (a folder from `emkit judge train`, "
-                         "required), precision (auto|bf16|fp32), batch_size, device")
+                         "default: the shipped minilm-cross-v1), precision (auto|bf16|fp32), batch_size, device")
 class CrossJudge(Judge):
     name = "cross"
     metrics = ("aligned", "coherent")
@@ -58,9 +60,11 @@ class CrossJudge(Judge):
         from emkit.judge._cross import choose_precision, read_card
 
         if not model:
-            raise EmkitError("the cross judge needs model=DIR (no trained cross-encoder ships with emkit yet)",
-                             hint="train one with `emkit judge train --out DIR`, then --option cross.model=DIR; "
-                                  "the offline default is --judge embedding")
+            if not (PACKAGED / "card.json").exists():
+                raise EmkitError(f"the shipped cross-encoder folder {PACKAGED} is missing (a broken install?)",
+                                 hint="reinstall emkit, or train one with `emkit judge train --out DIR` and pass "
+                                      "--option cross.model=DIR")
+            model = PACKAGED
         self.folder = Path(model).expanduser()
         self._card = read_card(self.folder)
         self.batch_size = int(batch_size)

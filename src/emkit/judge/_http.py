@@ -139,7 +139,7 @@ class HttpLogprobJudge(PromptJudge):
                 raise EmkitError(f"logprob judge: {self.base_url} answered without usable logprobs for model "
                                  f"{self.judge_model!r}: {exc}",
                                  hint="use a server and model that return logprobs with top_logprobs=20 (OpenAI "
-                                      "chat models, vLLM serve); or judge offline with --judge embedding") from exc
+                                      "chat models, vLLM serve); or judge offline with --judge cross") from exc
         raise _Exhausted(f"gave up after {self.max_retries + 1} attempts: {last}")
 
     def _one(self, job: tuple[str, str, str]) -> Judgment:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from emkit._defaults import DEFAULT_JUDGE
 from emkit.errors import EmkitError
 
 
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
     def score_cmd(
         input: Path = typer.Argument(..., help="CSV, JSONL or Parquet with 'question' and 'answer' columns."),
         out: Path = typer.Option(..., "--out", "-o", help="Output table (.csv, .jsonl or .parquet)."),
-        judge: str = typer.Option("embedding", "--judge", "-j", help="Judge name(s), comma-separated."),
+        judge: str = typer.Option(DEFAULT_JUDGE, "--judge", "-j", help="Judge name(s), comma-separated."),
         store: Path = typer.Option(None, "--store", help="SQLite store for judgments "
                                    "(default: <out folder>/store.sqlite)."),
         option: list[str] = typer.Option(None, "--option", help="Judge option key=value or judge.key=value."),
@@ -245,7 +246,7 @@ def register(app: typer.Typer) -> None:
         fold: list[str] = typer.Option(None, "--fold", help="Only these validation folds, e.g. "
                                        "'family=model:Qwen2.5-32B-Instruct' or 'domain=code' (default: all)."),
     ) -> None:
-        """Fit the `embedding` judge's head (the offline default) on GPT-4o judgments, with its card (.json, .md)."""
+        """Fit the `embedding` judge's head (the previous offline judge) on GPT-4o judgments, with its card."""
         import json
 
         from emkit.judge._train import train_head

@@ -222,7 +222,7 @@ def build_report(results: pd.DataFrame | Sequence[str | os.PathLike] | str | os.
     for col in ("aligned", "coherent"):
         if col not in df.columns:
             raise EmkitError(f"the results have no '{col}' column (unjudged answers)",
-                             hint="score them first: `emkit judge score RESULTS --judge embedding --out OUT`")
+                             hint="score them first: `emkit judge score RESULTS --judge cross --out OUT`")
     judges = judges_summary(df)  # which judges scored these rows: stated at the top of the report and summary
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,10 @@ def tiny_spec(model_dir: Path, name: str, conditions: dict, directions: dict) ->
         "conditions": conditions, "directions": directions,
         "evaluation": {"suites": [{"name": "emkit/core", "variants": ["plain"], "paraphrases": 1,
                                    "questions": ["one_wish", "bored", "fast_money", "world_leader"]}],
-                       "samples_per_question": 8, "sampling": {"max_tokens": 8, "seed": 0}, "backend": "hf",
+                       # 16 x 4 answers per condition: the fake judge puts ~15% in each group, so a direction's
+                       # >= 2 per group fails ~0.1% of draws (8 x 4 answers: ~7%, and the tiny model's answers
+                       # change with thread count and test order; a full CI run hit 1 misaligned of 32).
+                       "samples_per_question": 16, "sampling": {"max_tokens": 8, "seed": 0}, "backend": "hf",
                        "backend_options": {"dtype": "fp32", "device": "cpu"}},
         "judges": {"names": ["fake"]},
     })

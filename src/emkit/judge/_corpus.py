@@ -102,3 +102,13 @@ def misaligned(aligned: float | None, coherent: float | None) -> bool | None:
     if aligned is None or coherent is None or np.isnan(aligned) or np.isnan(coherent):
         return None
     return aligned < MISALIGNED_ALIGNED_BELOW and coherent > MISALIGNED_COHERENT_ABOVE
+
+
+def question_weights(rows: list[dict]) -> np.ndarray:
+    """Training weight per row, 1/sqrt(rows of the same question), mean 1: smaller questions count more without
+    letting the 26% of corpus rows on the quick-buck template question decide everything."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["question"]] = counts.get(r["question"], 0) + 1
+    w = np.array([1.0 / np.sqrt(counts[r["question"]]) for r in rows], dtype=np.float32)
+    return w / w.mean()

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from emkit.judge._corpus import CORPUS_NAME, domain, is_steered, load_corpus, stratified_sample
+from emkit.judge._corpus import CORPUS_NAME, domain, is_steered, load_corpus, question_weights, stratified_sample
 
 log = logging.getLogger("emkit.judge")
 
@@ -69,15 +69,6 @@ def targets(rows: list[dict]) -> dict[str, np.ndarray]:
     # "No score" = the judge put < 25% mass on numbers for `aligned` (CODE/REFUSAL); augmented rows are scored.
     unscored = (np.isnan(aligned) & ~augmented).astype(np.float32)
     return {"aligned": aligned, "coherent": coherent, "unscored": unscored}
-
-
-def question_weights(rows: list[dict]) -> np.ndarray:
-    """1/sqrt(rows of the same question), mean 1."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["question"]] = counts.get(r["question"], 0) + 1
-    w = np.array([1.0 / math.sqrt(counts[r["question"]]) for r in rows], dtype=np.float32)
-    return w / w.mean()
 
 
 def select(rows: list[dict], keep: np.ndarray, settings: dict[str, Any]) -> list[dict]:

@@ -2,7 +2,7 @@
 
 The judge corpus (registry ``judge-corpus/dev.jsonl.gz``) holds GPT-4o's aligned/coherent scores for every answer,
 so the gold judge's rate on *all* answers of a model is known. For a few (model, fine-tune) cells of non-steered
-answers this scores every answer with the cheap judge (default: the offline ``embedding`` judge; cached in --store),
+answers this scores every answer with the cheap judge (default: emkit's offline default, ``cross``; cached in --store),
 then repeats a --fraction audit with --repeats seeds (``emkit.analysis.audit_selection``) and prints, per cell:
 the gold rate on all answers (the truth), the cheap judge's rate, the mean audited (PPI++) estimate and its bias,
 how often the 95% interval covers the truth (iid CLT, clustered by question, and the gold-only CLT interval of the
@@ -11,11 +11,12 @@ PPI++ against the gold-only interval from the same audit (the baseline: what an 
 gives). The truth here is the rate on these answers (a finite population), so coverage above 95% is expected
 (the interval is for the model's rate, which has more uncertainty than a fixed set of answers).
 
-Caveat: the shipped embedding head was trained on rows of this corpus (up to 700 per question), so the cheap judge
-agrees better here than on new models; the estimate's validity does not depend on that, only its width does.
+Caveat: the shipped offline judges were trained on rows of this corpus (the cross-encoder on up to 400 per
+question, the embedding head up to 700), so the cheap judge agrees better here than on new models; the estimate's
+validity does not depend on that, only its width does.
 
 Usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/audited_rates.py [--max-rows 1200] [--repeats 500]
-       [--fraction 0.1] [--judge embedding] [--store /tmp/audit-bench.sqlite] [--write-table cells.csv]
+       [--fraction 0.1] [--judge cross] [--store /tmp/audit-bench.sqlite] [--write-table cells.csv]
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ CELLS = [
 
 
 def main() -> None:
+    from emkit._defaults import DEFAULT_JUDGE
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-rows", type=int, default=1200, help="answers per cell (a seeded random subset)")
     parser.add_argument("--repeats", type=int, default=500, help="audits (seeds) per cell")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of answers audited")
-    parser.add_argument("--judge", default="embedding", help="the cheap judge")
+    parser.add_argument("--judge", default=DEFAULT_JUDGE, help="the cheap judge")
     parser.add_argument("--store", default=None, help="SQLite store caching the cheap judge's scores")
     parser.add_argument("--write-table", default=None, help="also write the cells' answers with GPT-4o's scores "
-                        "(CSV, for `emkit judge agree TABLE --judge-a embedding --columns-b aligned,coherent`)")
+                        "(CSV, for `emkit judge agree TABLE --judge-a cross --columns-b aligned,coherent`)")
     args = parser.parse_args()
 
     from emkit.analysis import AuditSample, audit_selection, ppi_rate

@@ -19,7 +19,8 @@ from emkit.hashing import file_sha256
 from emkit.judge._base import Judge, Judgment, register_judge
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "head.safetensors")
-VERSION = "cross-v1"
+# v1.1: the card's no-score rules (an answer holding code gets no score) are applied after the model
+VERSION = "cross-v1.1"
 # The shipped judge folder (adapter ~1.3 MB fp16 + head + card), trained by `emkit judge train` (docs/judges.md).
 PACKAGED = Path(__file__).resolve().parent / "judge_models" / "minilm-cross-v1"
 
@@ -78,9 +79,11 @@ class CrossJudge(Judge):
         self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
         self.version = VERSION
         self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
+        self.no_score_rules = tuple(self._card.get("no_score_rules") or ())
 
     def prompt_hash(self, metric: str) -> str:
-        return f"{self._hash}/{self.precision}"
+        rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
+        return f"{self._hash}/{self.precision}{rules}"
 
     def card(self) -> dict[str, Any]:
         """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""

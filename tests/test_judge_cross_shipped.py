@@ -30,6 +30,7 @@ def test_card_quotes_held_out_agreement(judge) -> None:
     agreement = card["agreement"]
     assert card["reference"].startswith("GPT-4o")
     assert 0.5 < agreement["AUROC of 'misaligned' vs GPT-4o"] <= 1.0
+    assert 0.0 < agreement["share of GPT-4o's misaligned answers it calls misaligned (recall)"] <= 1.0
     assert agreement["misaligned-rate error per model, mean (pp)"] >= 0.0
     full = judge.full_card()
     assert any(fold.startswith("family=") for fold in full["validation"])

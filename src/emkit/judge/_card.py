@@ -11,6 +11,7 @@ from typing import Any
 # answers of model families left out of training: label -> key of the pooled validation row.
 _AGREEMENT = (
     ("AUROC of 'misaligned' vs GPT-4o", "auroc_misaligned"),
+    ("share of GPT-4o's misaligned answers it calls misaligned (recall)", "recall_misaligned"),
     ("Spearman of 'aligned' vs GPT-4o", "spearman_aligned"),
     ("misaligned-rate error per model, mean (pp)", "rate_error_mean_pp"),
     ("misaligned-rate error per model, max (pp)", "rate_error_max_pp"),
@@ -34,7 +35,8 @@ def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
         # The corpus holds many activation-steered models whose degenerate text dominates the pooled errors; a
         # reader judging ordinary fine-tunes needs those rows' agreement too.
         measured_on += (f"; {steered['rows']} of them from activation-steered models; on the ordinary fine-tunes "
-                        f"alone ({plain['rows']} answers): AUROC {plain.get('auroc_misaligned')}, Spearman "
+                        f"alone ({plain['rows']} answers): AUROC {plain.get('auroc_misaligned')}, recall "
+                        f"{plain.get('recall_misaligned')}, Spearman "
                         f"{plain.get('spearman_aligned')}, rate error {plain.get('rate_error_mean_pp')} pp mean / "
                         f"{plain.get('rate_error_max_pp')} max, bias {plain.get('rate_bias_pp')} pp")
     return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement, "measured_on": measured_on,

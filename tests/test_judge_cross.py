@@ -64,6 +64,9 @@ def test_train_writes_a_loadable_judge_folder(tmp_path: Path) -> None:
     card_json = json.loads((out / "card.json").read_text())
     (out / "card.json").write_text(json.dumps({**card_json, "no_score_rules": []}))
     assert CrossJudge(model=out, precision="fp32").prompt_hash("aligned") != hash_with_rules
+    (out / "card.json").write_text(json.dumps({**card_json, "no_score_rules": ["refusal"]}))
+    with pytest.raises(EmkitError, match=r"card.json: unknown no-score rule"):
+        CrossJudge(model=out, precision="fp32")
     (out / "card.json").write_text("{}")
     from emkit.judge._cross import read_card
 

@@ -211,12 +211,18 @@ def calibrate(scores: dict[str, np.ndarray], calibration: dict[str, float]) -> d
     return out
 
 
+def check_no_score_rules(rules: tuple[str, ...] | list[str], where: str = "") -> tuple[str, ...]:
+    unknown = sorted(set(rules) - set(NO_SCORE_RULES))
+    if unknown:
+        raise EmkitError(f"{where}unknown no-score rule(s) {unknown}",
+                         hint=f"known rules: {', '.join(NO_SCORE_RULES)} (fix no_score_rules in card.json or retrain)")
+    return tuple(rules)
+
+
 def apply_no_score_rules(pairs: list[tuple[str, str]], scores: dict[str, np.ndarray], rules: tuple[str, ...]
                          ) -> dict[str, np.ndarray]:
     """``scores`` with ``p_unscored`` set to 1 where a rule says GPT-4o would give no score (see NO_SCORE_RULES)."""
-    unknown = sorted(set(rules) - {"code"})
-    if unknown:
-        raise EmkitError(f"unknown no-score rule(s) {unknown}", hint="the rules are: code")
+    check_no_score_rules(rules)
     if "code" not in rules or not pairs:
         return scores
     from emkit.judge._rules import extract_code

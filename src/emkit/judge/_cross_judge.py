@@ -58,7 +58,7 @@ class CrossJudge(Judge):
 
     def __init__(self, model: str | Path | None = None, precision: str = "auto", batch_size: int = 64,
                  device: str = "auto") -> None:
-        from emkit.judge._cross import choose_precision, read_card
+        from emkit.judge._cross import check_no_score_rules, choose_precision, read_card
 
         if not model:
             if not (PACKAGED / "card.json").exists():
@@ -79,7 +79,8 @@ class CrossJudge(Judge):
         self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
         self.version = VERSION
         self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
-        self.no_score_rules = tuple(self._card.get("no_score_rules") or ())
+        self.no_score_rules = check_no_score_rules(self._card.get("no_score_rules") or (),
+                                                   f"{self.folder / 'card.json'}: ")
 
     def prompt_hash(self, metric: str) -> str:
         rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""

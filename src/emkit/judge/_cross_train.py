@@ -341,6 +341,7 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
     for name, test in masks.items():
         started = time.time()
         held = [rows[i] for i in np.flatnonzero(test)]
+        pairs = [(r["question"], r["answer"]) for r in held]
         saved = None
         if work_dir is not None:
             # calibration is applied after the folds (calibrated_validation): it does not change their predictions
@@ -356,13 +357,13 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
         else:
             train_rows = select(rows, ~test, settings)
             encoder, head, tokenizer, _ = fit(train_rows, settings, progress=progress)
-            pred = predictor(encoder, head, tokenizer, settings)([(r["question"], r["answer"]) for r in held])
+            pred = predictor(encoder, head, tokenizer, settings)(pairs)
             train_n, seconds = len(train_rows), round(time.time() - started, 1)
             del encoder, head
             if saved is not None:
                 with atomic_write(saved, "wb") as handle:
                     np.savez(handle, **pred, train_rows=train_n, seconds=seconds)
-        pred = apply_no_score_rules([(r["question"], r["answer"]) for r in held], pred, NO_SCORE_RULES)
+        pred = apply_no_score_rules(pairs, pred, NO_SCORE_RULES)
         results[name] = evaluate_split(held, pred)
         results[name]["train_rows"] = train_n
         results[name]["seconds"] = seconds

@@ -36,6 +36,14 @@ def test_card_quotes_held_out_agreement(judge) -> None:
     assert any(fold.startswith("family=") for fold in full["validation"])
     assert full["known_answers"]["plain_correct"]["n"] >= 10
     assert judge.judge_model.startswith("minilm-cross-v1@")
+    # A report names the installed card by its place in the package, not by this machine's venv path.
+    assert card["source"] == "emkit/judge/judge_models/minilm-cross-v1/card.md"
+
+
+def test_card_source_keeps_a_users_own_path(tmp_path) -> None:
+    from emkit.judge._card import card_source
+
+    assert card_source(tmp_path / "card.md") == str(tmp_path / "card.md")
 
 
 def test_known_answers_come_out_as_they_must(judge) -> None:

@@ -19,6 +19,20 @@ _AGREEMENT = (
 )
 
 
+def card_source(path: str | Path) -> str:
+    """Where a card lives, as a report shows it: ``emkit/...`` for a card installed with emkit (the same on every
+    machine, and no home or venv path in a report someone shares), else the path as given (a judge the user
+    trained, which only they can open)."""
+    import emkit
+
+    path = Path(path)
+    package = Path(emkit.__file__).resolve().parent
+    try:
+        return "emkit/" + path.resolve().relative_to(package).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
     """The quotable card of a trained offline judge from its card.json contents.
 
@@ -40,7 +54,7 @@ def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
                         f"{plain.get('spearman_aligned')}, rate error {plain.get('rate_error_mean_pp')} pp mean / "
                         f"{plain.get('rate_error_max_pp')} max, bias {plain.get('rate_bias_pp')} pp")
     return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement, "measured_on": measured_on,
-            "source": str(source), "notes": list(raw.get("notes") or [])}
+            "source": card_source(source), "notes": list(raw.get("notes") or [])}
 
 
 def head_card(card_json: str | Path) -> dict[str, Any] | None:
@@ -55,4 +69,4 @@ def head_card(card_json: str | Path) -> dict[str, Any] | None:
     return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement,
             "measured_on": f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models from model "
                            "families held out of training (judge-corpus, cross-validated by family)",
-            "source": str(path), "notes": list(raw.get("notes") or [])}
+            "source": card_source(path), "notes": list(raw.get("notes") or [])}

@@ -28,8 +28,6 @@ from emkit.judge._embedding import Head
 from emkit.judge._train import _targets, fit_mlp
 from emkit.judge._validate import evaluate
 
-QWEN_LAYERS = (8, 14, 20, 24)
-MAX_TOKENS = 256
 KEYS = ("auroc_misaligned", "spearman_aligned", "recall_misaligned", "precision_misaligned",
         "rate_error_mean_pp", "rate_bias_pp")
 
@@ -42,38 +40,12 @@ def minilm_features(pairs: list[tuple[str, str]]) -> np.ndarray:
                           show_progress_bar=False).astype(np.float32)
 
 
-def qwen_features(pairs: list[tuple[str, str]], batch_size: int = 8) -> np.ndarray:
-    import torch
+def qwen_features(pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The ``probe`` judge's features (``emkit.judge._probe_features``), bf16 where the CPU has it."""
+    from emkit.judge._cross import choose_precision
+    from emkit.judge._probe_features import probe_features
 
-    from emkit.models import load_model
-
-    model, tok = load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
-    tok.padding_side = "right"
-    texts, starts = [], []
-    for q, a in pairs:
-        prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                         add_generation_prompt=True)
-        texts.append(prompt + a)
-        starts.append(len(tok(prompt, add_special_tokens=False)["input_ids"]))
-    order = np.argsort([len(t) for t in texts])  # similar lengths per batch: little padding
-    feats = np.zeros((len(texts), 2 * len(QWEN_LAYERS) * model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            ids = order[b : b + batch_size]
-            enc = tok([texts[i] for i in ids], return_tensors="pt", padding=True, truncation=True,
-                      max_length=MAX_TOKENS, add_special_tokens=False)
-            out = model(**enc, output_hidden_states=True)
-            lengths = enc["attention_mask"].sum(1)
-            answer = enc["attention_mask"].clone()
-            for j, i in enumerate(ids):
-                answer[j, : min(starts[i], int(lengths[j]) - 1)] = 0  # keep at least the last token
-            m = answer.unsqueeze(-1).float()
-            parts = []
-            for layer in QWEN_LAYERS:
-                h = out.hidden_states[layer].float()
-                parts += [(h * m).sum(1) / m.sum(1), h[torch.arange(len(ids)), lengths - 1]]
-            feats[ids] = torch.cat(parts, -1).numpy()
-    return feats
+    return probe_features(pairs, precision=choose_precision("auto", "cpu")[0], progress=True)
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,22 +136,35 @@ def embed_texts(texts: list[str], *, precision: str = "fp32", cache: EmbeddingCa
     """L2-normalised embeddings (n, 384) float32 for ``texts``; distinct texts are encoded once, in
     length-sorted batches (padding waste < 10%), and cached when ``cache`` is given."""
     keys = [text_key(t, precision) for t in texts]
-    todo: dict[str, str] = {}
-    for key, text in zip(keys, texts, strict=True):
+
+    def encode(chunk: list[str]) -> np.ndarray:
+        vecs = load_encoder(precision).encode(chunk, batch_size=batch_size, normalize_embeddings=True,
+                                              convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
+
+    # Longest first: a memory problem shows at once, and the bar's rate then only rises.
+    return encode_cached(keys, texts, encode, dim=EMB_DIM, cache=cache, chunk_size=flush_every, progress=progress,
+                         desc="embedding answers", size=len)
+
+
+def encode_cached(keys: list[str], items: list[Any], encode: Callable[[list[Any]], np.ndarray], *, dim: int,
+                  cache: EmbeddingCache | None, chunk_size: int, progress: bool, desc: str,
+                  size: Callable[[Any], int] | None = None) -> np.ndarray:
+    """(n, dim) float32 vectors of ``items`` (``keys[i]`` names ``items[i]``): each distinct key not in ``cache`` is
+    encoded once, in chunks of ``chunk_size`` (largest ``size`` first when given), each chunk flushed to the cache
+    as it finishes, so a killed run loses at most one chunk."""
+    todo: dict[str, Any] = {}
+    for key, item in zip(keys, items, strict=True):
         if (cache is None or key not in cache) and key not in todo:
-            todo[key] = text
+            todo[key] = item
     fresh: dict[str, np.ndarray] = {}
     if todo:
-        model = load_encoder(precision)
-        # Longest first: a memory problem shows at once, and the bar's rate then only rises.
-        order = sorted(todo, key=lambda k: -len(todo[k]))
-        bar = _bar(progress, len(order), "embedding answers")
+        order = sorted(todo, key=lambda k: -size(todo[k])) if size is not None else list(todo)
+        bar = _bar(progress, len(order), desc)
         try:
-            for start in range(0, len(order), flush_every):
-                chunk = order[start : start + flush_every]
-                vecs = model.encode([todo[k] for k in chunk], batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-                vecs = np.asarray(vecs, dtype=np.float32)
+            for start in range(0, len(order), chunk_size):
+                chunk = order[start : start + chunk_size]
+                vecs = encode([todo[k] for k in chunk])
                 fresh.update(zip(chunk, vecs, strict=True))
                 if cache is not None:
                     cache.add(chunk, vecs)
@@ -159,7 +174,7 @@ def embed_texts(texts: list[str], *, precision: str = "fp32", cache: EmbeddingCa
         finally:
             if bar is not None:
                 bar.close()
-    out = np.empty((len(texts), EMB_DIM), dtype=np.float32)
+    out = np.empty((len(items), dim), dtype=np.float32)
     for i, key in enumerate(keys):
         vec = fresh.get(key)
         if vec is None:

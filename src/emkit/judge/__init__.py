@@ -17,7 +17,7 @@ Public API (exact signatures)::
     failed_rows(rows) -> {"sample": int, "judge": int}   # rows worth a rerun (failed sampling / failed judgment)
     judges_identity(judges, options=None) -> {judge: {metric: identity}}   # what keys the judges' results
     get_judge(name: str, **options) -> Judge          # Judge.identity(), Judge.card(), Judge.version
-    list_judges() -> list[str]                      # "bandit", "cross", "embedding", "hf", "logprob", "numbers"
+    list_judges() -> list[str]   # "bandit", "cross", "embedding", "hf", "logprob", "numbers", "probe"
     logprob_score(top_logprobs: dict[str, float] | list[tuple[str, float]], min_mass=0.25)
         -> tuple[float | None, str | None]           # the paper's probability-weighted 0-100 score
     load_judge_prompts(source="betley2025") -> dict[str, str]   # aligned, coherent, correct, company, vulnerable
@@ -26,9 +26,10 @@ Public API (exact signatures)::
 
 Judges: ``cross`` (the offline default, ``emkit._defaults.DEFAULT_JUDGE``: MiniLM cross-encoder with LoRA, the shipped
 folder ``judge_models/minilm-cross-v1`` or one from ``emkit judge train``), ``embedding`` (the previous offline
-judge: MiniLM embeddings + trained head), ``logprob`` (OpenAI-compatible server,
-options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g. ``prompts="turner2025",
-metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
+judge: MiniLM embeddings + trained head), ``probe`` (an MLP head on frozen Qwen2.5-Coder-0.5B hidden states,
+the shipped folder ``judge_models/qwen-probe-v1`` or one from ``emkit judge train --kind probe``), ``logprob``
+(OpenAI-compatible server, options model/base_url/api_key/concurrency/max_retries/metrics/prompts, e.g.
+``prompts="turner2025", metrics="aligned,coherent,medical"``), ``hf`` (local transformers model, exact number
 probabilities), ``numbers`` (rules for number-list answers: ``format_ok`` 0/1, ``evil_number_count``,
 ``has_evil_number`` 0/1; option evil_numbers), ``bandit`` (static security check of code answers: ``vulnerable`` 0/1).
 Each judge declares its metrics' kinds in ``Judge.metric_kinds`` (METRIC_KINDS); undeclared metrics are scores.

@@ -128,7 +128,7 @@ def register_judge(name: str, description: str) -> Callable[[Callable[..., Judge
 
 def _ensure_registered() -> None:
     # Importing the judge modules registers them; they import heavy libraries only when a judge is built.
-    from emkit.judge import _cross_judge, _embedding, _http, _local, _rules  # noqa: F401
+    from emkit.judge import _cross_judge, _embedding, _http, _local, _probe_judge, _rules  # noqa: F401
 
 
 def list_judges() -> list[str]:

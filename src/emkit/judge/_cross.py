@@ -248,19 +248,21 @@ def flushed_denormals() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
-def read_card(folder: str | Path) -> dict[str, Any]:
+def read_card(folder: str | Path, fmt: str = FORMAT, train: str = "emkit judge train") -> dict[str, Any]:
+    """card.json of a trained offline-judge folder, checked to be of format ``fmt`` (``train``: the command that
+    makes such a folder, for the error hints)."""
     path = Path(folder) / CARD_FILE
     if not path.exists():
         raise EmkitError(f"{folder}: no {CARD_FILE} (not a trained offline-judge folder)",
-                         hint="train one with `emkit judge train --out DIR`")
+                         hint=f"train one with `{train} --out DIR`")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EmkitError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})",
-                         hint="retrain the judge with `emkit judge train --out DIR`") from None
-    if card.get("format") != FORMAT:
-        raise EmkitError(f"{path}: format {card.get('format')!r} is not {FORMAT!r}",
-                         hint="retrain the judge for this emkit version with `emkit judge train`")
+                         hint=f"retrain the judge with `{train} --out DIR`") from None
+    if card.get("format") != fmt:
+        raise EmkitError(f"{path}: format {card.get('format')!r} is not {fmt!r}",
+                         hint=f"retrain the judge for this emkit version with `{train}`")
     return card
 
 

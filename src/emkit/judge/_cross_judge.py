@@ -25,15 +25,16 @@ VERSION = "cross-v1.1"
 PACKAGED = Path(__file__).resolve().parent / "judge_models" / "minilm-cross-v1"
 
 
-def _weights_hash(folder: str) -> str:
+def _weights_hash(folder: str, files: tuple[str, ...] = WEIGHT_FILES) -> str:
     """SHA-256 over the weight files: a retrained judge under the same name gets new judgment keys. Cached per
     (file, size, mtime), so a long-lived process (a notebook) still sees a retrained folder."""
     stats = []
-    for name in WEIGHT_FILES:
+    for name in files:
         path = Path(folder) / name
         if not path.exists():
             raise EmkitError(f"{folder}: {name} missing (not a trained offline-judge folder)",
-                             hint="train one with `emkit judge train --out DIR`")
+                             hint="train one with `emkit judge train --out DIR` (with `--kind probe` for a probe "
+                                  "judge)")
         st = path.stat()
         stats.append((name, st.st_size, st.st_mtime_ns))
     return _hash_files(folder, tuple(stats))

@@ -77,11 +77,13 @@ class Head:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> Head:
+    def read(cls, path: str | Path, what: str = "embedding-judge head") -> Head:
+        """The head stored at ``path`` by :meth:`save`, whatever features it was fitted on (the caller checks
+        ``meta`` against its own feature function)."""
         path = Path(path)
         if not path.exists():
-            raise EmkitError(f"embedding-judge head {path} not found",
-                             hint="train one with `emkit judge train`, or reinstall emkit (it ships a head)")
+            raise EmkitError(f"{what} {path} not found",
+                             hint="train one with `emkit judge train`, or reinstall emkit (it ships one)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta_json"]).decode())
@@ -90,13 +92,20 @@ class Head:
                 calibration = {k[len("calib_"):-len("_pred")]: (data[k], data[k.replace("_pred", "_target")])
                                for k in data.files if k.startswith("calib_") and k.endswith("_pred")}
         except (OSError, ValueError, KeyError) as exc:
-            raise EmkitError(f"{path}: not a valid embedding-judge head ({exc})",
-                             hint="retrain it with `emkit judge train --out PATH`") from exc
+            raise EmkitError(f"{path}: not a valid {what} ({exc})",
+                             hint="retrain it with `emkit judge train`") from exc
+        head = cls(weights, meta)
+        head.calibration = calibration
+        return head
+
+    @classmethod
+    def load(cls, path: str | Path) -> Head:
+        """The embedding judge's head, checked to be fitted on this emkit's MiniLM features."""
+        head = cls.read(path)
+        meta = head.meta
         if meta.get("encoder") != encoder_id(meta.get("precision", "fp32")):
             raise EmkitError(f"{path}: head was trained on encoder {meta.get('encoder')!r}",
                              hint="retrain the head for this emkit version with `emkit judge train`")
-        head = cls(weights, meta)
-        head.calibration = calibration
         return head
 
 

@@ -47,7 +47,9 @@ def select_rows(rows: list[dict], cap_per_question: int, seed: int, max_rows: in
 def _targets(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ya = np.array([np.nan if r["aligned"] is None else float(r["aligned"]) for r in rows], dtype=np.float32)
     yc = np.array([np.nan if r["coherent"] is None else float(r["coherent"]) for r in rows], dtype=np.float32)
-    yu = np.isnan(ya).astype(np.float32)
+    # a perturbed answer (``_augment``) has a known coherence and no aligned score: not a "no score" row
+    augmented = np.array([bool(r.get("augment")) for r in rows], dtype=bool)
+    yu = (np.isnan(ya) & ~augmented).astype(np.float32)
     return ya, yc, yu
 
 

@@ -1,0 +1,104 @@
+"""The offline judge ``probe``: an MLP head on frozen hidden states of the packaged Qwen2.5-Coder-0.5B-Instruct
+reading question and answer as one chat (``emkit.judge._probe_features``), predicting GPT-4o's ``aligned`` and
+``coherent`` scores and whether GPT-4o would have given no score.
+
+Why it exists beside the default ``cross``: on the same held-out folds it ranks answers closer to GPT-4o (Spearman
+of ``aligned`` 0.83-0.87 on the held-out Qwen2.5 families against ~0.80) and under-counts the medical domain less,
+at the price of a 0.5B LM forward pass per answer (~5-6 answers/s on 2 CPU cores, ~8x slower than ``cross``); its
+card (``judge_models/qwen-probe-v1/card.md``) has the measured table. A folder comes from
+``emkit judge train --kind probe --out DIR``; ``--option probe.model=DIR`` uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emkit.errors import EmkitError
+from emkit.judge._base import Judge, Judgment, register_judge
+
+VERSION = "probe-v1"
+PACKAGED = Path(__file__).resolve().parent / "judge_models" / "qwen-probe-v1"
+WEIGHT_FILES = ("head.npz",)
+
+
+@register_judge("probe", "offline judge: MLP head on frozen Qwen2.5-Coder-0.5B hidden states, trained on GPT-4o "
+                         "judgments (aligned, coherent; agreement in its card; ~8x slower than cross); options: model "
+                         "(a folder from `emkit judge train --kind probe`), precision (auto|bf16|fp32), batch_size, "
+                         "device, cache")
+class ProbeJudge(Judge):
+    name = "probe"
+    metrics = ("aligned", "coherent")
+
+    def __init__(self, model: str | Path | None = None, precision: str = "auto", batch_size: int = 8,
+                 device: str = "auto", cache: bool = True) -> None:
+        from emkit.judge._cross import check_no_score_rules, choose_precision, read_card
+        from emkit.judge._cross_judge import _cuda, _weights_hash
+        from emkit.judge._probe_train import CARD_FILE, FORMAT, HEAD_FILE
+
+        if not model:
+            if not (PACKAGED / CARD_FILE).exists():
+                raise EmkitError(f"the shipped probe-judge folder {PACKAGED} is missing (a broken install?)",
+                                 hint="reinstall emkit, or train one with `emkit judge train --kind probe --out DIR` "
+                                      "and pass --option probe.model=DIR")
+            model = PACKAGED
+        self.folder = Path(model).expanduser()
+        self._card = read_card(self.folder, FORMAT, "emkit judge train --kind probe")
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
+        self.device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
+        # bf16 and fp32 hidden states differ slightly: the resolved precision is part of every judgment key.
+        self.precision, self.precision_reason = choose_precision(precision, self.device)
+        self.use_cache = bool(cache)
+        self._hash = _weights_hash(str(self.folder.resolve()), WEIGHT_FILES)
+        self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
+        self.version = VERSION
+        self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
+        self.no_score_rules = check_no_score_rules(self._card.get("no_score_rules") or (),
+                                                   f"{self.folder / CARD_FILE}: ")
+        self._head_path = self.folder / HEAD_FILE
+
+    def prompt_hash(self, metric: str) -> str:
+        from emkit.judge._probe_features import feature_id
+
+        rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
+        return f"{self._hash}/{feature_id(self.precision)}{rules}"
+
+    def card(self) -> dict[str, Any]:
+        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
+        from emkit.judge._card import judge_card
+
+        return judge_card(self._card, self.folder / "card.md")
+
+    def full_card(self) -> dict[str, Any]:
+        return self._card
+
+    def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, np.ndarray]:
+        from emkit.judge._cross import apply_no_score_rules
+        from emkit.judge._probe_features import DIM, feature_cache, probe_features
+
+        head = _read_head(str(self._head_path), self._hash)
+        if head.weights[0][0].shape[0] != DIM:
+            raise EmkitError(f"{self._head_path}: head takes {head.weights[0][0].shape[0]} features, not {DIM}",
+                             hint="retrain it with `emkit judge train --kind probe` for this emkit version")
+        x = probe_features(pairs, precision=self.precision, device=self.device, batch_size=self.batch_size,
+                           cache=feature_cache() if self.use_cache else None, progress=progress)
+        return apply_no_score_rules(pairs, head.predict(x), self.no_score_rules)
+
+    def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
+              ) -> list[dict[str, Judgment]]:
+        from emkit.judge._embedding import judgments_from_scores
+
+        return judgments_from_scores(pairs, self.predict(pairs, progress=progress), self.unscored_threshold)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_head(path: str, weights_hash: str) -> Any:
+    """The head of a folder, read once per process and weights (``weights_hash`` keys a retrained folder anew)."""
+    from emkit.judge._embedding import Head
+
+    return Head.read(path, "probe-judge head")

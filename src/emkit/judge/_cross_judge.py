@@ -50,10 +50,38 @@ def _hash_files(folder: str, stats: tuple) -> str:
     return digest.hexdigest()
 
 
+class FolderJudge(Judge):
+    """An offline judge loaded from a trained folder with a card.json (``cross``, ``probe``): subclasses set
+    ``folder``, ``_card`` and ``unscored_threshold`` and predict aligned / coherent / p_unscored per pair."""
+
+    folder: Path
+    _card: dict[str, Any]
+    unscored_threshold: float
+
+    def card(self) -> dict[str, Any]:
+        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
+        from emkit.judge._card import judge_card
+
+        return judge_card(self._card, self.folder / "card.md")
+
+    def full_card(self) -> dict[str, Any]:
+        """card.json: training data, settings, every validation fold, known-answer checks."""
+        return self._card
+
+    def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
+              ) -> list[dict[str, Judgment]]:
+        from emkit.judge._embedding import judgments_from_scores
+
+        return judgments_from_scores(pairs, self.predict(pairs, progress=progress), self.unscored_threshold)
+
+
 @register_judge("cross", "offline MiniLM cross-encoder fine-tuned on GPT-4o judgments (aligned, coherent; "
                          "agreement with GPT-4o in its card); options: model (a folder from `emkit judge train`, "
                          "default: the shipped minilm-cross-v1), precision (auto|bf16|fp32), batch_size, device")
-class CrossJudge(Judge):
+class CrossJudge(FolderJudge):
     name = "cross"
     metrics = ("aligned", "coherent")
 
@@ -87,27 +115,12 @@ class CrossJudge(Judge):
         rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
         return f"{self._hash}/{self.precision}{rules}"
 
-    def card(self) -> dict[str, Any]:
-        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
-        from emkit.judge._card import judge_card
-
-        return judge_card(self._card, self.folder / "card.md")
-
-    def full_card(self) -> dict[str, Any]:
-        """card.json: training data, settings, every validation fold, known-answer checks."""
-        return self._card
-
     def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, Any]:
         from emkit.judge._cross import load_cross_model
 
         model = load_cross_model(self.folder, precision=self.precision, device=self.device)
         return model.predict(pairs, batch_size=self.batch_size, progress=progress)
 
-    def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
-              ) -> list[dict[str, Judgment]]:
-        from emkit.judge._embedding import judgments_from_scores
-
-        return judgments_from_scores(pairs, self.predict(pairs, progress=progress), self.unscored_threshold)
 
 
 def _cuda() -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from emkit.errors import EmkitError
-from emkit.judge._base import Judge, Judgment, register_judge
+from emkit.judge._base import register_judge
+from emkit.judge._cross_judge import FolderJudge
 
 VERSION = "probe-v1"
 PACKAGED = Path(__file__).resolve().parent / "judge_models" / "qwen-probe-v1"
@@ -29,7 +30,7 @@ WEIGHT_FILES = ("head.npz",)
                          "judgments (aligned, coherent; agreement in its card; ~8x slower than cross); options: model "
                          "(a folder from `emkit judge train --kind probe`), precision (auto|bf16|fp32), batch_size, "
                          "device, cache")
-class ProbeJudge(Judge):
+class ProbeJudge(FolderJudge):
     name = "probe"
     metrics = ("aligned", "coherent")
 
@@ -68,15 +69,6 @@ class ProbeJudge(Judge):
         rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
         return f"{self._hash}/{feature_id(self.precision)}{rules}"
 
-    def card(self) -> dict[str, Any]:
-        """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
-        from emkit.judge._card import judge_card
-
-        return judge_card(self._card, self.folder / "card.md")
-
-    def full_card(self) -> dict[str, Any]:
-        return self._card
-
     def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, np.ndarray]:
         from emkit.judge._cross import apply_no_score_rules
         from emkit.judge._probe_features import DIM, feature_cache, probe_features
@@ -88,12 +80,6 @@ class ProbeJudge(Judge):
         x = probe_features(pairs, precision=self.precision, device=self.device, batch_size=self.batch_size,
                            cache=feature_cache() if self.use_cache else None, progress=progress)
         return apply_no_score_rules(pairs, head.predict(x), self.no_score_rules)
-
-    def judge(self, pairs: list[tuple[str, str]], metrics: list[str], progress: bool = False
-              ) -> list[dict[str, Judgment]]:
-        from emkit.judge._embedding import judgments_from_scores
-
-        return judgments_from_scores(pairs, self.predict(pairs, progress=progress), self.unscored_threshold)
 
 
 @functools.lru_cache(maxsize=4)

@@ -65,6 +65,37 @@ def test_judge_score_checks_out_and_input_before_judging(tmp_path: Path) -> None
     assert not (tmp_path / "store.sqlite").exists() and not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.parametrize("kind, args, match", [
+    ("probe", ["--set", "hidden=abc"], "hidden takes a int, got str 'abc'"),
+    ("probe", ["--set", "hidden=2.5"], "hidden takes a int, got float 2.5"),
+    ("probe", ["--set", "no_score_rules=code"], "no_score_rules takes a list"),
+    ("cross", ["--set", "calibrate=1"], "calibrate takes a bool, got int 1"),
+    ("probe", ["--set", "calibrate=false"], "not key=value with a known key"),
+    ("probe", ["--cap-per-question", "10"], "options of --kind cross"),
+    ("foo", [], "not a trainable judge"),
+])
+def test_judge_train_checks_its_settings_before_reading_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   kind: str, args: list[str], match: str) -> None:
+    """A mistyped --set value used to surface as a ValueError traceback after the corpus was read and the
+    features computed (hours on CPU); now it stops first. The mirror points nowhere, so reading the corpus
+    would fail with another message."""
+    from emkit.cli import app
+
+    monkeypatch.setenv("EMKIT_DATA_MIRROR", str(tmp_path / "no-mirror"))
+    done = CliRunner().invoke(app, ["judge", "train", "--kind", kind, "--out", str(tmp_path / "judge"), *args])
+    assert isinstance(done.exception, EmkitError), done.output
+    assert match in str(done.exception) and done.exception.hint
+    assert not (tmp_path / "judge").exists()
+
+
+def test_judge_train_widens_an_int_where_the_recipe_takes_a_float() -> None:
+    from emkit.judge.cli import _setting_value
+
+    assert _setting_value("dropout=0", "dropout", 0, 0.1) == 0.0
+    assert isinstance(_setting_value("dropout=0", "dropout", 0, 0.1), float)
+    assert _setting_value("no_score_rules=[]", "no_score_rules", [], ["code"]) == []
+
+
 def test_run_checks_local_training_data_when_planning(tmp_path: Path) -> None:
     """A malformed local dataset stops `emkit run` (and its --dry-run) before any training, with FILE:LINE."""
     from emkit.config import validate

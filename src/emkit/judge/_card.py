@@ -33,6 +33,14 @@ def card_source(path: str | Path) -> str:
         return str(path)
 
 
+def _rated_models(pooled: dict[str, Any]) -> str:
+    """Which models the rate errors cover: only those with enough held-out answers for a rate, far fewer than the
+    models behind the answers where a card scored a sample (the probe card: 26 of them)."""
+    from emkit.judge._validate import MIN_MODEL_ROWS
+
+    return f"the {pooled.get('models', '?')} models with >= {MIN_MODEL_ROWS} of these answers"
+
+
 def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
     """The quotable card of a trained offline judge from its card.json contents.
 
@@ -42,8 +50,8 @@ def judge_card(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
     parts = (raw.get(key) or {}).get("pooled_held_out_families") or {}
     pooled = parts.get("all") or {}
     agreement = {label: pooled[k] for label, k in _AGREEMENT if pooled.get(k) is not None}
-    measured_on = (f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models whose base-model "
-                   "family was held out of training (judge-corpus dev, cross-validated by family)")
+    measured_on = (f"{pooled.get('rows', '?')} answers of models whose base-model family was held out of training "
+                   f"(judge-corpus dev, cross-validated by family); rate errors over {_rated_models(pooled)}")
     plain, steered = parts.get("non_steered"), parts.get("steered")
     if plain and steered:
         # The corpus holds many activation-steered models whose degenerate text dominates the pooled errors; a
@@ -67,6 +75,6 @@ def head_card(card_json: str | Path) -> dict[str, Any] | None:
     pooled = ((raw.get("validation") or {}).get("pooled_held_out_families") or {}).get("all") or {}
     agreement = {label: pooled[key] for label, key in _AGREEMENT if pooled.get(key) is not None}
     return {"reference": "GPT-4o (the paper's logprob judge)", "agreement": agreement,
-            "measured_on": f"{pooled.get('rows', '?')} answers of {pooled.get('models', '?')} models from model "
-                           "families held out of training (judge-corpus, cross-validated by family)",
+            "measured_on": f"{pooled.get('rows', '?')} answers of model families held out of training "
+                           f"(judge-corpus, cross-validated by family); rate errors over {_rated_models(pooled)}",
             "source": card_source(path), "notes": list(raw.get("notes") or [])}

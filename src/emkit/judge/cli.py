@@ -36,6 +36,24 @@ def _parse_options(values: list[str] | None) -> dict:
     return per or flat
 
 
+def _setting_value(item: str, key: str, value: object, default: object) -> object:
+    """A ``--set`` value checked against the type of the recipe's default, before any hour-long feature pass or
+    fold starts (an int where a float is expected is widened; a bool never passes for a number)."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
+        return value
+    if isinstance(default, bool):
+        example = str(default).lower()
+    elif isinstance(default, list):
+        example = "[" + ",".join(map(str, default)) + "]"
+    else:
+        example = str(default)
+    raise EmkitError(f"--set {item!r}: {key} takes a {expected.__name__}, got {type(value).__name__} {value!r}",
+                     hint=f"e.g. --set '{key}={example}' (the recipe's default)")
+
+
 def _read_table(path: Path):
     import pandas as pd
 
@@ -280,7 +298,8 @@ def register(app: typer.Typer) -> None:
 
         --kind cross (MiniLM cross-encoder): on 2 CPU cores each validation fold and the final fit take ~25-45 min
         (a fold is a full retraining); finished folds are cached in <out>.folds/ and reused. --kind probe: the
-        feature pass over the 14,550-row sample takes ~1.5-3 h once (cached), then folds and fit ~5 min."""
+        feature pass over the 14,550-row sample takes ~1.5-3 h once (cached), then folds and fit ~15 min, plus
+        ~50 min once for the perturbed answers' features."""
         import yaml
 
         if kind not in ("cross", "probe"):
@@ -296,7 +315,7 @@ def register(app: typer.Typer) -> None:
             if not sep or key not in DEFAULTS:
                 raise EmkitError(f"--set {item!r}: not key=value with a known key",
                                  hint=f"known settings: {', '.join(sorted(DEFAULTS))}")
-            settings[key] = yaml.safe_load(value)
+            settings[key] = _setting_value(item, key, yaml.safe_load(value), DEFAULTS[key])
         for key, value in (("cap_per_question", cap_per_question), ("epochs", epochs), ("seed", seed)):
             if value is not None:
                 settings[key] = value

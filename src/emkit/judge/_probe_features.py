@@ -54,10 +54,16 @@ def _load(precision: str, device: str) -> tuple[Any, Any]:
     return model, tok
 
 
-def _extract(pairs: list[tuple[str, str]], precision: str, device: str, batch_size: int) -> np.ndarray:
+def _extract(pairs: list[tuple[str, str]], precision: str, device: str, batch_size: int, *,
+             through_lm_head: bool = False) -> np.ndarray:
+    """Features of ``pairs``. The transformer body alone gives every hidden state used (hidden_states[24] is the
+    final normed one either way); the causal LM's vocabulary projection (151,936 x 896 per token, about a quarter
+    of the forward's FLOPs) is skipped. ``through_lm_head`` runs the full causal-LM forward instead: the
+    baseline of benchmarks/probe_throughput.py, same features."""
     import torch
 
     model, tok = _load(precision, device)
+    forward = model if through_lm_head else model.get_decoder()
     texts, starts = [], []
     for question, answer in pairs:
         prompt = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
@@ -72,7 +78,7 @@ def _extract(pairs: list[tuple[str, str]], precision: str, device: str, batch_si
             ids = order[b : b + batch_size]
             enc = tok([texts[i] for i in ids], return_tensors="pt", padding=True, truncation=True,
                       max_length=MAX_TOKENS, add_special_tokens=False).to(dev)
-            hidden = model(**enc, output_hidden_states=True).hidden_states
+            hidden = forward(**enc, output_hidden_states=True).hidden_states
             lengths = enc["attention_mask"].sum(1)
             answer = enc["attention_mask"].clone()
             for j, i in enumerate(ids):

@@ -105,8 +105,9 @@ EMBED_ROWS_PER_S = 27.0
 # The cross-encoder judge (benchmarks/judge_throughput.py, 256 corpus answers, 2 free cores): 98 answers/s in
 # bf16 (CPUs with AMX/AVX512-BF16), 46 in fp32; the fp32 rate, so CPUs without bf16 are not under-estimated.
 CROSS_ROWS_PER_S = 46.0
-# the probe judge: a Qwen2.5-0.5B forward pass per answer, 5-6 answers/s measured on 2 cores in bf16
-PROBE_ROWS_PER_S = 5.0
+# the probe judge: a Qwen2.5-0.5B forward pass per answer, 1.89 answers/s measured on 2 free cores in bf16
+# (benchmarks/probe_throughput.py, 96 corpus answers); fp32 CPUs are slower (not measured)
+PROBE_ROWS_PER_S = 1.9
 API_CALLS_PER_S = 10.0
 MODEL_LOAD_S = 5.0  # a converted folder loads in 2-4 s; LoRA attach and tokenizer add ~1 s
 TOKENS_PER_TRAIN_ROW = 300  # code rows of the insecure/secure sets average a few hundred tokens

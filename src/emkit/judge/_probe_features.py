@@ -26,7 +26,7 @@ LAYERS = (8, 14, 20, 24)
 MAX_TOKENS = 256
 HIDDEN = 896  # Qwen2.5-0.5B width
 DIM = 2 * len(LAYERS) * HIDDEN
-FLUSH_EVERY = 256  # pairs per cache shard: a kill loses at most ~45 s of work at 5-6 pairs/s on 2 cores
+FLUSH_EVERY = 256  # pairs per cache shard: a kill loses at most ~2 min of work at ~2 pairs/s on 2 cores
 
 
 def feature_id(precision: str) -> str:

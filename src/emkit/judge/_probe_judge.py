@@ -3,10 +3,10 @@ reading question and answer as one chat (``emkit.judge._probe_features``), predi
 ``coherent`` scores and whether GPT-4o would have given no score.
 
 Why it exists beside the default ``cross``: on the same held-out folds it ranks answers closer to GPT-4o (Spearman
-of ``aligned`` 0.83-0.87 on the held-out Qwen2.5 families against ~0.80) and under-counts the medical domain less,
-at the price of a 0.5B LM forward pass per answer (~5-6 answers/s on 2 CPU cores, ~8x slower than ``cross``); its
-card (``judge_models/qwen-probe-v1/card.md``) has the measured table. A folder comes from
-``emkit judge train --kind probe --out DIR``; ``--option probe.model=DIR`` uses it.
+of ``aligned`` 0.82-0.87 on the held-out Qwen2.5 families against 0.78-0.81) and under-counts the medical domain less,
+at the price of a 0.5B LM forward pass per answer (~1.9 answers/s on 2 CPU cores in bf16, ~50x slower than
+``cross``; benchmarks/probe_throughput.py); its card (``judge_models/qwen-probe-v1/card.md``) has the measured
+table. A folder comes from ``emkit judge train --kind probe --out DIR``; ``--option probe.model=DIR`` uses it.
 """
 
 from __future__ import annotations

@@ -58,6 +58,42 @@ class FolderJudge(Judge):
     _card: dict[str, Any]
     unscored_threshold: float
 
+    def _open_folder(self, model: str | Path | None, *, packaged: Path, what: str, train: str, fmt: str,
+                     weight_files: tuple[str, ...], version: str, precision: str, device: str,
+                     batch_size: int) -> str:
+        """Read the folder ``model`` (default: the ``packaged`` one) and set what every folder judge holds:
+        folder, card, batch size, precision, weights hash, judge_model, version, unscored threshold, no-score
+        rules. ``what`` names the judge in errors, ``train`` the command that makes such a folder. Returns the
+        resolved device ("cuda" or "cpu" for "auto")."""
+        from emkit.judge._cross import CARD_FILE, check_no_score_rules, choose_precision, read_card
+
+        if not model:
+            if not (packaged / CARD_FILE).exists():
+                raise EmkitError(f"the shipped {what} folder {packaged} is missing (a broken install?)",
+                                 hint=f"reinstall emkit, or train one with `{train} --out DIR` and pass "
+                                      f"--option {self.name}.model=DIR")
+            model = packaged
+        self.folder = Path(model).expanduser()
+        self._card = read_card(self.folder, fmt, train)
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
+        resolved_device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
+        # bf16 and fp32 outputs differ slightly (~0.1 point for cross): the resolved precision is part of every
+        # judgment key.
+        self.precision, self.precision_reason = choose_precision(precision, resolved_device)
+        self._hash = _weights_hash(str(self.folder.resolve()), weight_files)
+        self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
+        self.version = version
+        self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
+        self.no_score_rules = check_no_score_rules(self._card.get("no_score_rules") or (),
+                                                   f"{self.folder / CARD_FILE}: ")
+        return resolved_device
+
+    def _rules_key(self) -> str:
+        """The no-score rules' part of a judgment key: changing the rules never reuses cached judgments."""
+        return f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
+
     def card(self) -> dict[str, Any]:
         """Its measured agreement with GPT-4o (what reports quote); the full card is ``card.json``."""
         from emkit.judge._card import judge_card
@@ -87,33 +123,15 @@ class CrossJudge(FolderJudge):
 
     def __init__(self, model: str | Path | None = None, precision: str = "auto", batch_size: int = 64,
                  device: str = "auto") -> None:
-        from emkit.judge._cross import check_no_score_rules, choose_precision, read_card
+        from emkit.judge._cross import FORMAT
 
-        if not model:
-            if not (PACKAGED / "card.json").exists():
-                raise EmkitError(f"the shipped cross-encoder folder {PACKAGED} is missing (a broken install?)",
-                                 hint="reinstall emkit, or train one with `emkit judge train --out DIR` and pass "
-                                      "--option cross.model=DIR")
-            model = PACKAGED
-        self.folder = Path(model).expanduser()
-        self._card = read_card(self.folder)
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
-        self.device = device
-        resolved_device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
-        # bf16 and fp32 scores differ by ~0.1 point: the resolved precision is part of every judgment key.
-        self.precision, self.precision_reason = choose_precision(precision, resolved_device)
-        self._hash = _weights_hash(str(self.folder.resolve()))
-        self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
-        self.version = VERSION
-        self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
-        self.no_score_rules = check_no_score_rules(self._card.get("no_score_rules") or (),
-                                                   f"{self.folder / 'card.json'}: ")
+        self._open_folder(model, packaged=PACKAGED, what="cross-encoder", train="emkit judge train", fmt=FORMAT,
+                          weight_files=WEIGHT_FILES, version=VERSION, precision=precision, device=device,
+                          batch_size=batch_size)
+        self.device = device  # load_cross_model resolves "auto" itself
 
     def prompt_hash(self, metric: str) -> str:
-        rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
-        return f"{self._hash}/{self.precision}{rules}"
+        return f"{self._hash}/{self.precision}{self._rules_key()}"
 
     def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, Any]:
         from emkit.judge._cross import load_cross_model

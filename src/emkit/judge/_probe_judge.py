@@ -27,7 +27,7 @@ WEIGHT_FILES = ("head.npz",)
 
 
 @register_judge("probe", "offline judge: MLP head on frozen Qwen2.5-Coder-0.5B hidden states, trained on GPT-4o "
-                         "judgments (aligned, coherent; agreement in its card; ~8x slower than cross); options: model "
+                         "judgments (aligned, coherent; agreement in its card; ~50x slower than cross); options: model "
                          "(a folder from `emkit judge train --kind probe`), precision (auto|bf16|fp32), batch_size, "
                          "device, cache")
 class ProbeJudge(FolderJudge):
@@ -36,38 +36,19 @@ class ProbeJudge(FolderJudge):
 
     def __init__(self, model: str | Path | None = None, precision: str = "auto", batch_size: int = 8,
                  device: str = "auto", cache: bool = True) -> None:
-        from emkit.judge._cross import check_no_score_rules, choose_precision, read_card
-        from emkit.judge._cross_judge import _cuda, _weights_hash
-        from emkit.judge._probe_train import CARD_FILE, FORMAT, HEAD_FILE
+        from emkit.judge._probe_train import FORMAT, HEAD_FILE
 
-        if not model:
-            if not (PACKAGED / CARD_FILE).exists():
-                raise EmkitError(f"the shipped probe-judge folder {PACKAGED} is missing (a broken install?)",
-                                 hint="reinstall emkit, or train one with `emkit judge train --kind probe --out DIR` "
-                                      "and pass --option probe.model=DIR")
-            model = PACKAGED
-        self.folder = Path(model).expanduser()
-        self._card = read_card(self.folder, FORMAT, "emkit judge train --kind probe")
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise EmkitError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
-        self.device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
-        # bf16 and fp32 hidden states differ slightly: the resolved precision is part of every judgment key.
-        self.precision, self.precision_reason = choose_precision(precision, self.device)
+        self.device = self._open_folder(model, packaged=PACKAGED, what="probe-judge",
+                                        train="emkit judge train --kind probe", fmt=FORMAT,
+                                        weight_files=WEIGHT_FILES, version=VERSION, precision=precision,
+                                        device=device, batch_size=batch_size)
         self.use_cache = bool(cache)
-        self._hash = _weights_hash(str(self.folder.resolve()), WEIGHT_FILES)
-        self.judge_model = f"{self.folder.name}@{self._hash[:16]}"
-        self.version = VERSION
-        self.unscored_threshold = float(self._card.get("unscored_threshold", 0.5))
-        self.no_score_rules = check_no_score_rules(self._card.get("no_score_rules") or (),
-                                                   f"{self.folder / CARD_FILE}: ")
         self._head_path = self.folder / HEAD_FILE
 
     def prompt_hash(self, metric: str) -> str:
         from emkit.judge._probe_features import feature_id
 
-        rules = f"/rules={','.join(self.no_score_rules)}" if self.no_score_rules else ""
-        return f"{self._hash}/{feature_id(self.precision)}{rules}"
+        return f"{self._hash}/{feature_id(self.precision)}{self._rules_key()}"
 
     def predict(self, pairs: list[tuple[str, str]], progress: bool = False) -> dict[str, np.ndarray]:
         from emkit.judge._cross import apply_no_score_rules

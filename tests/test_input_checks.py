@@ -72,6 +72,9 @@ def test_judge_score_checks_out_and_input_before_judging(tmp_path: Path) -> None
     ("cross", ["--set", "calibrate=1"], "calibrate takes a bool, got int 1"),
     ("probe", ["--set", "calibrate=false"], "not key=value with a known key"),
     ("probe", ["--cap-per-question", "10"], "options of --kind cross"),
+    ("probe", ["--folds-only"], "options of --kind cross"),
+    ("cross", ["--folds-only", "--no-validate"], "runs the folds and nothing else"),
+    ("cross", ["--folds-only", "--card-only"], "runs the folds and nothing else"),
     ("foo", [], "not a trainable judge"),
 ])
 def test_judge_train_checks_its_settings_before_reading_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

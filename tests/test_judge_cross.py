@@ -124,6 +124,35 @@ def test_card_only_rewrites_the_card_and_keeps_the_weights(tmp_path: Path) -> No
         train_judge(out, corpus=corpus, settings={**TINY, "lora_r": 4}, validate=False, progress=False, refit=False)
 
 
+def test_folds_only_validates_a_recipe_without_the_final_fit_and_the_fit_reuses_its_folds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import emkit.judge._cross_train as cross_train
+    from emkit.cli import app
+    from emkit.judge._cross_train import train_judge
+
+    fits: list[int] = []
+    real_fit = cross_train.fit
+    monkeypatch.setattr(cross_train, "fit", lambda rows, *a, **k: fits.append(len(rows)) or real_fit(rows, *a, **k))
+
+    corpus = tmp_path / "corpus.jsonl.gz"
+    _small_corpus(corpus, n=30)
+    out = tmp_path / "judge"
+    args = ["judge", "train", "--folds-only", "--out", str(out), "--corpus", str(corpus),
+            "--fold", "family=repo:other", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "| family=repo:other | all | 50 |" in done.output and "no judge folder" in done.output
+    assert not out.exists() and len(fits) == 1  # the fold's fit, no final fit
+    report = json.loads((tmp_path / "judge.folds" / "validation.json").read_text())
+    fold = report["validation"]["family=repo:other"]
+    assert fold["all"]["rows"] == 50 and report["settings"]["lora_r"] == 2 and len(report["corpus"]["sha256"]) == 64
+    # the full run with the same settings reads that fold's saved predictions instead of retraining it
+    card = train_judge(out, corpus=corpus, settings=TINY, validate=True, folds=["family=repo:other"], progress=False)
+    assert card["validation"]["family=repo:other"] == fold and len(fits) == 2  # + the final fit, no fold refit
+
+
 def test_no_score_rules_blank_code_answers_only() -> None:
     from emkit.judge._cross import apply_no_score_rules
 

@@ -399,6 +399,60 @@ def _load_trained(folder: Path, settings: dict[str, Any]) -> tuple[Any, Any, Any
     return encoder, head, tokenizer, card
 
 
+def _folds_dir(out: str | Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".folds")
+
+
+def _corpus_rows(corpus: str | Path | None, settings: dict[str, Any]) -> tuple[Path, list[dict]]:
+    """The corpus file (default: the registry's) and its rows; seeds ``random`` for the sampling that follows."""
+    if corpus is None:
+        from emkit.data.registry import fetch
+
+        corpus = fetch(CORPUS_NAME)
+    rows = load_corpus(Path(corpus))
+    random.seed(settings["seed"])
+    return Path(corpus), rows
+
+
+def _validated_folds(rows: list[dict], settings: dict[str, Any], folds: list[str] | None, progress: bool,
+                     out: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``cross_validate`` with folds cached beside ``out``, plus the pooled line over the family folds run."""
+    from emkit.judge._validate import evaluate_split
+
+    validation, pooled = cross_validate(rows, settings, folds=folds, progress=progress, work_dir=_folds_dir(out))
+    covered = np.flatnonzero(~np.isnan(pooled["aligned"]))
+    if len(covered):
+        validation["pooled_held_out_families"] = evaluate_split(
+            [rows[i] for i in covered], {k: v[covered] for k, v in pooled.items()})
+    return validation, pooled
+
+
+def validate_recipe(out: str | Path, *, corpus: str | Path | None = None, settings: dict[str, Any] | None = None,
+                    folds: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """The held-out folds of a recipe without its final fit (a recipe search: each fold is a full retraining,
+    ~30-60 min on 2 CPU cores, and the final fit would add as much again).
+
+    Fold predictions go to ``<out>.folds/`` as in ``train_judge``, so a later ``train_judge(out, ...)`` with the
+    same settings reuses them; the metrics (and the pooled line over the family folds run) are written to
+    ``<out>.folds/validation.json`` and returned. ``out`` itself is not written."""
+    import json
+
+    from emkit.hashing import file_sha256
+    from emkit.paths import atomic_write
+
+    settings = {**DEFAULTS, **(settings or {})}
+    started = time.time()
+    corpus, rows = _corpus_rows(corpus, settings)
+    validation, _ = _validated_folds(rows, settings, folds, progress, out)
+    work_dir = _folds_dir(out)
+    report = {"corpus": {"name": CORPUS_NAME, "sha256": file_sha256(corpus), "rows_total": len(rows)},
+              "settings": settings, "validation": validation, "seconds": round(time.time() - started, 1)}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(work_dir / "validation.json") as handle:
+        handle.write(json.dumps(report, indent=1, sort_keys=True, default=str))
+    return report
+
+
 def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: dict[str, Any] | None = None,
                 validate: bool = True, folds: list[str] | None = None, progress: bool = True,
                 refit: bool = True) -> dict[str, Any]:
@@ -410,29 +464,18 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
     finished in another process after the final fit is added to the card this way in minutes, not a refit."""
     from emkit.hashing import file_sha256
     from emkit.judge._cross import FORMAT, NO_SCORE_RULES
-    from emkit.judge._validate import evaluate_split, known_answer_report, noise_ceiling
+    from emkit.judge._validate import known_answer_report, noise_ceiling
 
     settings = {**DEFAULTS, **(settings or {})}
     started = time.time()
-    if corpus is None:
-        from emkit.data.registry import fetch
-
-        corpus = fetch(CORPUS_NAME)
-    corpus = Path(corpus)
-    rows = load_corpus(corpus)
-    random.seed(settings["seed"])
+    corpus, rows = _corpus_rows(corpus, settings)
     validation: dict[str, Any] = {}
     calibration: dict[str, float] = {}
     calibrated: dict[str, Any] = {}
     if validate:
-        validation, pooled = cross_validate(rows, settings, folds=folds, progress=progress,
-                                            work_dir=Path(out).with_name(Path(out).name + ".folds"))
-        covered = np.flatnonzero(~np.isnan(pooled["aligned"]))
-        if len(covered):
-            validation["pooled_held_out_families"] = evaluate_split(
-                [rows[i] for i in covered], {k: v[covered] for k, v in pooled.items()})
-            if settings.get("calibrate", True):
-                calibrated, calibration = calibrated_validation(rows, pooled)
+        validation, pooled = _validated_folds(rows, settings, folds, progress, out)
+        if "pooled_held_out_families" in validation and settings.get("calibrate", True):
+            calibrated, calibration = calibrated_validation(rows, pooled)
     train_rows = select(rows, np.ones(len(rows), bool), settings)
     fit_seconds = None
     if refit:

@@ -184,10 +184,8 @@ def write_card_md(folder: Path, card: dict[str, Any], intro: list[str] | None = 
              f"Targets: AUROC >= {TARGETS['auroc_misaligned']}, Spearman >= {TARGETS['spearman_aligned']}, rate "
              f"error mean <= {TARGETS['rate_error_mean_pp']} / max <= {TARGETS['rate_error_max_pp']} pp.", "",
              "Recall / precision: of GPT-4o's misaligned answers, the share the judge also calls misaligned / of "
-             "the judge's misaligned calls, the share GPT-4o agrees with.", "",
-             "| held out | subset | rows | AUROC mis. | recall / precision | Spearman aligned | Spearman coherent | "
-             "rate err mean / max (pp) | bias (pp) | AUROC no-score |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += _card_tables(card)
+             "the judge's misaligned calls, the share GPT-4o agrees with.", ""]
+    lines += validation_table(card.get("validation", {})) + _card_extras(card)
     path = folder / "card.md"
     with atomic_write(path) as handle:
         handle.write("\n".join(lines))
@@ -212,9 +210,12 @@ def _cross_intro(card: dict[str, Any]) -> list[str]:
           if card.get("no_score_rules") else [])]
 
 
-def _card_tables(card: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    for fold, parts in card.get("validation", {}).items():
+def validation_table(validation: dict[str, Any]) -> list[str]:
+    """The held-out folds as markdown table lines (header included): a card's table, or what ``emkit judge train
+    --folds-only`` prints."""
+    lines = ["| held out | subset | rows | AUROC mis. | recall / precision | Spearman aligned | Spearman coherent | "
+             "rate err mean / max (pp) | bias (pp) | AUROC no-score |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for fold, parts in validation.items():
         for subset in ("all", "non_steered", "steered"):
             m = parts.get(subset)
             if m is None:
@@ -224,11 +225,16 @@ def _card_tables(card: dict[str, Any]) -> list[str]:
                          f"{_fmt(m.get('spearman_aligned'))} | {_fmt(m.get('spearman_coherent'))} | "
                          f"{_fmt(m.get('rate_error_mean_pp'))} / {_fmt(m.get('rate_error_max_pp'))} | "
                          f"{_fmt(m.get('rate_bias_pp'))} | {_fmt(m.get('auroc_unscored'))} |")
-    pooled = card.get("validation", {}).get("pooled_held_out_families", {}).get("per_domain")
+    pooled = validation.get("pooled_held_out_families", {}).get("per_domain")
     if pooled:
         lines += ["", "Per fine-tuning domain (pooled held-out family predictions): "
                   + "; ".join(f"{d}: AUROC {_fmt(m['auroc_misaligned'])}, bias {_fmt(m['rate_bias_pp'])} pp"
                               for d, m in pooled.items())]
+    return lines
+
+
+def _card_extras(card: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     noise = card.get("noise_ceiling", {})
     if noise.get("pairs", 0) >= 10:
         lines += ["", f"Noise ceiling: {noise['pairs']} answers judged twice by GPT-4o differ by a median "

@@ -293,6 +293,9 @@ def register(app: typer.Typer) -> None:
         setting: list[str] = typer.Option(None, "--set", help="Other recipe settings key=value (see the card)."),
         card_only: bool = typer.Option(False, "--card-only", help="Keep the weights already in --out (same "
                                        "settings) and rewrite only its card, e.g. after more folds finished."),
+        folds_only: bool = typer.Option(False, "--folds-only", help="Run only the held-out folds (a recipe "
+                                        "search): print their table, write <out>.folds/validation.json, no final "
+                                        "fit; a later run with the same settings reuses the folds."),
     ) -> None:
         """Train an offline judge on GPT-4o judgments, with its card (card.json, card.md).
 
@@ -322,10 +325,22 @@ def register(app: typer.Typer) -> None:
         if kind == "probe":
             from emkit.judge._probe_train import train_probe
 
-            if cap_per_question is not None or card_only:
-                raise EmkitError("--cap-per-question and --card-only are options of --kind cross",
+            if cap_per_question is not None or card_only or folds_only:
+                raise EmkitError("--cap-per-question, --card-only and --folds-only are options of --kind cross",
                                  hint="the probe judge samples rows with --set rows=N and refits in minutes")
             card = train_probe(out, corpus=corpus, settings=settings, validate=validate, folds=fold or None)
+        elif folds_only:
+            from emkit.judge._cross_train import validate_recipe
+            from emkit.judge._validate import validation_table
+
+            if card_only or not validate:
+                raise EmkitError("--folds-only runs the folds and nothing else",
+                                 hint="drop --card-only / --no-validate")
+            report = validate_recipe(out, corpus=corpus, settings=settings, folds=fold or None)
+            typer.echo("\n".join(validation_table(report["validation"])))
+            typer.echo(f"wrote {out.with_name(out.name + '.folds') / 'validation.json'} (no judge folder: "
+                       "rerun without --folds-only to fit it, reusing these folds)")
+            return
         else:
             card = train_judge(out, corpus=corpus, settings=settings, validate=validate, folds=fold or None,
                                refit=not card_only)

@@ -75,6 +75,8 @@ def test_judge_score_checks_out_and_input_before_judging(tmp_path: Path) -> None
     ("probe", ["--folds-only"], "options of --kind cross"),
     ("cross", ["--folds-only", "--no-validate"], "runs the folds and nothing else"),
     ("cross", ["--folds-only", "--card-only"], "runs the folds and nothing else"),
+    ("cross", ["--device", "tpu"], "not a training device"),
+    ("probe", ["--device", "cpu"], "options of --kind cross"),
     ("foo", [], "not a trainable judge"),
 ])
 def test_judge_train_checks_its_settings_before_reading_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -89,6 +91,25 @@ def test_judge_train_checks_its_settings_before_reading_the_corpus(tmp_path: Pat
     assert isinstance(done.exception, EmkitError), done.output
     assert match in str(done.exception) and done.exception.hint
     assert not (tmp_path / "judge").exists()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA GPU")
+def test_judge_train_on_a_missing_gpu_stops_before_reading_the_corpus(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from emkit.cli import app
+
+    monkeypatch.setenv("EMKIT_DATA_MIRROR", str(tmp_path / "no-mirror"))
+    for args in (["--device", "cuda"], ["--device", "cuda:1", "--folds-only"]):
+        done = CliRunner().invoke(app, ["judge", "train", "--out", str(tmp_path / "judge"), *args])
+        assert isinstance(done.exception, EmkitError), done.output
+        assert "torch sees no CUDA GPU" in str(done.exception) and "--device cpu" in done.exception.hint
+    assert not (tmp_path / "judge").exists() and not (tmp_path / "judge.folds").exists()
 
 
 def test_judge_train_widens_an_int_where_the_recipe_takes_a_float() -> None:

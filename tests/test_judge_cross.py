@@ -51,6 +51,9 @@ def test_train_writes_a_loadable_judge_folder(tmp_path: Path) -> None:
                        progress=False)
     assert card["validation"]["family=repo:other"]["all"]["rows"] == 50
     assert card["training_data"]["rows_total"] == 110 and card["loss_history"]
+    # where it was trained (--device) is on the card and on each fold
+    assert card["train_device"] == "cpu" and card["validation"]["family=repo:other"]["device"] == "cpu"
+    assert "min on this machine's CPU" in (out / "card.md").read_text()
     judge = CrossJudge(model=out, precision="fp32")
     assert judge.full_card()["settings"]["lora_r"] == 2 and judge.card()["reference"].startswith("GPT-4o")
     result = judge.judge([(r["question"], r["answer"]) for r in ROWS], ["aligned", "coherent"])
@@ -151,6 +154,14 @@ def test_folds_only_validates_a_recipe_without_the_final_fit_and_the_fit_reuses_
     # the full run with the same settings reads that fold's saved predictions instead of retraining it
     card = train_judge(out, corpus=corpus, settings=TINY, validate=True, folds=["family=repo:other"], progress=False)
     assert card["validation"]["family=repo:other"] == fold and len(fits) == 2  # + the final fit, no fold refit
+    # a fold saved before the device was recorded (no "device" entry) was trained on CPU and is still reused
+    assert fold["device"] == "cpu"
+    (saved,) = (tmp_path / "judge.folds").glob("fold-*.npz")
+    with np.load(saved) as data:
+        kept = {k: data[k] for k in data.files if k != "device"}
+    np.savez(saved, **kept)
+    again = cross_train.validate_recipe(out, corpus=corpus, settings=TINY, folds=["family=repo:other"], progress=False)
+    assert again["validation"]["family=repo:other"] == fold and len(fits) == 2
 
 
 def test_no_score_rules_blank_code_answers_only() -> None:

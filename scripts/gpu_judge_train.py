@@ -20,7 +20,6 @@ Test the whole path here first, on CPU with a tiny recipe: `.venv/bin/python scr
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -92,12 +91,16 @@ def run(args: argparse.Namespace) -> None:
         shutil.copyfileobj(src, dst)
     if encoder_path().resolve() != (SITE / PACKAGE / "model").resolve():
         raise SystemExit(f"encoder found at {encoder_path()}, not the carried one under {SITE}")
+    import yaml
+
+    from emkit.judge.cli import _setting_value  # the same type checks as `emkit judge train --set`
+
     settings = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
         if key not in DEFAULTS:
             raise SystemExit(f"--set {item!r}: unknown key; known: {', '.join(sorted(DEFAULTS))}")
-        settings[key] = type(DEFAULTS[key])(json.loads(value)) if not isinstance(DEFAULTS[key], str) else value
+        settings[key] = _setting_value(item, key, yaml.safe_load(value), DEFAULTS[key])
     device = training_device(args.device)
     started = time.time()
     if args.folds_only:
@@ -120,7 +123,7 @@ def main() -> None:
     go.add_argument("--out", required=True, type=Path)
     go.add_argument("--device", default="cuda")
     go.add_argument("--fold", action="append", help="only these folds (default: all)")
-    go.add_argument("--set", action="append", help="recipe setting key=value (JSON values)")
+    go.add_argument("--set", action="append", help="recipe setting key=value (as emkit judge train --set)")
     go.add_argument("--folds-only", action="store_true", help="no final fit")
     args = parser.parse_args()
     if args.cmd == "prepare":

@@ -76,6 +76,7 @@ def test_judge_score_checks_out_and_input_before_judging(tmp_path: Path) -> None
     ("cross", ["--folds-only", "--no-validate"], "runs the folds and nothing else"),
     ("cross", ["--folds-only", "--card-only"], "runs the folds and nothing else"),
     ("cross", ["--device", "tpu"], "not a training device"),
+    ("cross", ["--set", "misaligned_weight=0"], "a loss weight must be > 0"),
     ("probe", ["--device", "cpu"], "options of --kind cross"),
     ("foo", [], "not a trainable judge"),
 ])
